@@ -1,0 +1,69 @@
+"""Where pods may run: GPU product constraints from node labels, and the spot/on-demand split."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ..api.core import Resources, Toleration
+from ..catalog import Catalog, GpuProduct
+
+DEFAULT_MAX_SPOT_RATIO = 0.8  # the llm-d cost guide's spotInstancePolicy default ("up to 80% spot")
+
+
+def allowed_gpus(catalog: Catalog, node_selector: dict[str, str]) -> tuple[list[GpuProduct], str | None]:
+    """GPU products a node selector allows, and the label that constrained them (None: any product)."""
+    conventions = catalog.conventions
+    for label in [conventions["gpu_product_label"], *conventions["gpu_product_alias_labels"]]:
+        if label in node_selector:
+            return catalog.gpus_matching(node_selector[label]), f"{label}={node_selector[label]}"
+    return list(catalog.gpus.values()), None
+
+
+@dataclass(frozen=True)
+class SpotSplit:
+    preference: str  # required | preferred | never
+    max_spot_ratio: float
+    why: str
+
+    def split(self, replicas: int) -> tuple[int, int]:
+        """(spot, on-demand) replicas: spot never above max_spot_ratio of the total."""
+        spot = math.floor(replicas * self.max_spot_ratio + 1e-9)
+        return spot, replicas - spot
+
+
+def spot_split(
+    catalog: Catalog,
+    resources: Resources | None,
+    node_selector: dict[str, str],
+    tolerations: list[Toleration],
+    scheduler_spot_policy=None,
+) -> SpotSplit:
+    """How a pool divides between spot and on-demand, and which setting decided it."""
+    spot_labels = catalog.conventions["spot_node_selectors"]
+    for key, value in node_selector.items():
+        if spot_labels.get(key) == value:
+            return SpotSplit("required", 1.0, f"nodeSelector {key}={value} selects spot nodes only")
+    policies = resources.policies if resources and resources.policies else None
+    ratio = policies.max_spot_ratio if policies and policies.max_spot_ratio is not None else None
+    scheduler_ratio = None
+    if scheduler_spot_policy is not None and scheduler_spot_policy.enabled:
+        scheduler_ratio = scheduler_spot_policy.max_spot_ratio
+    preferred_ratio = ratio if ratio is not None else (scheduler_ratio if scheduler_ratio is not None else DEFAULT_MAX_SPOT_RATIO)
+    if policies and policies.spot_preference:
+        preference = policies.spot_preference
+        if preference == "required":
+            return SpotSplit("required", 1.0, "resources.policies.spotPreference: required")
+        if preference == "never":
+            return SpotSplit("never", 0.0, "resources.policies.spotPreference: never")
+        return SpotSplit("preferred", preferred_ratio, "resources.policies.spotPreference: preferred")
+    if policies and policies.cost_optimization == "conservative":
+        return SpotSplit("never", 0.0, "resources.policies.costOptimization: conservative")
+    if policies and policies.cost_optimization == "aggressive":
+        return SpotSplit("preferred", preferred_ratio, "resources.policies.costOptimization: aggressive")
+    if scheduler_ratio is not None:
+        return SpotSplit("preferred", scheduler_ratio, "the scheduler's spotInstancePolicy")
+    spot_taints = {t["key"] for c in catalog.conventions["conventions"].values() for t in c["spot_tolerations"]}
+    if any(t.key in spot_taints for t in tolerations):
+        return SpotSplit("preferred", preferred_ratio, "tolerations allow spot nodes")
+    return SpotSplit("never", 0.0, "no spot preference given")
