@@ -113,6 +113,7 @@ class DynamicSizing(ApiModel):
     """Batch size that follows the queue."""
 
     enabled: bool = False
+    """Let the batch size follow the queue between minBatch and maxBatch."""
     queue_depth_threshold: int | None = Field(default=None, ge=0)
     """Queue depth per replica above which the batch size grows."""
     cost_efficiency_target: float | None = Field(default=None, ge=0, le=1)
@@ -128,10 +129,13 @@ class BatchSizing(ApiModel):
     }]})
 
     min_batch: int | None = Field(default=None, ge=1)
+    """Smallest batch size (concurrent sequences per replica)."""
     max_batch: int | None = Field(default=None, ge=1)
+    """Largest batch size (concurrent sequences per replica)."""
     target_cost_per_token: float | None = Field(default=None, gt=0)
     """USD per token to aim for."""
     dynamic_sizing: DynamicSizing | None = None
+    """Batch size that follows the queue."""
 
 
 class BatchingPolicy(ApiModel):
@@ -140,13 +144,16 @@ class BatchingPolicy(ApiModel):
     algorithm: str | None = None
     """Batching algorithm, e.g. cost_aware_batching."""
     batch_sizing: BatchSizing | None = None
+    """Bounds for the batch size."""
 
 
 class Route(ApiModel):
     """A complexity class of requests and the deployment that serves it."""
 
     name: str
+    """Route name."""
     complexity: Literal["low", "medium", "high", "critical"]
+    """Request complexity class this route serves."""
     target_model: str
     """Name of the LLMDeployment (or model variant) that serves this class."""
     cost_target: float | None = Field(default=None, gt=0)
@@ -159,16 +166,22 @@ class RoutingPolicy(ApiModel):
     """Routing of requests to deployments by complexity, published for the request scheduler."""
 
     algorithm: str | None = None
+    """Routing algorithm, e.g. cost_complexity_routing."""
     routes: list[Route] | None = Field(default=None, max_length=32)
+    """Routes by complexity class."""
 
 
 class CostOptimization(ApiModel):
     """Cost strategies."""
 
     enabled: bool = True
+    """Apply these strategies to the deployments that use this scheduler."""
     spot_instance_policy: SpotInstancePolicy | None = None
+    """Spot share and interruption handling."""
     batching_policy: BatchingPolicy | None = None
+    """Batching policy, published for the request scheduler."""
     routing_policy: RoutingPolicy | None = None
+    """Routing by request complexity, published for the request scheduler."""
 
 
 class InferenceSchedulerSpec(ApiModel):
@@ -184,7 +197,9 @@ class InferenceSchedulerStatus(ApiModel):
     """Observed state of an InferenceScheduler."""
 
     observed_generation: int | None = None
+    """The spec generation this status describes."""
     conditions: list[Condition] = Field(default_factory=list)
+    """Ready."""
     deployments: int = 0
     """LLMDeployments that use this scheduler."""
     deployment_names: list[str] = Field(default_factory=list)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field
 
@@ -169,7 +169,7 @@ class ServingSpec(ApiModel):
     """Inference engine."""
     gpu_memory_utilization: float | None = Field(default=None, gt=0, le=0.99)
     """Share of GPU memory vLLM may use for weights, activations and KV cache (default 0.90)."""
-    extra_args: list[str] | None = Field(default=None, max_length=64)
+    extra_args: list[Annotated[str, Field(description="One engine argument, e.g. --enable-prefix-caching.")]] | None = Field(default=None, max_length=64)
     """Extra engine arguments appended after the planned ones."""
     prefill: PoolSpec | None = None
     """Prefill pool (mode disaggregated): throughput-oriented, large batches."""

@@ -273,6 +273,21 @@ def plan_deployment(
                 candidates.append((cost, tp, gpu.memory_bytes, gpu, scheme, layout, price))
                 break
             misses.append(layout)
+    if not candidates and constraint and missing_checkpoints and not misses and quantization not in ("bf16", "fp16"):
+        # The user pinned a GPU that cannot run this weight format: serve 16-bit on it rather than nothing.
+        fallback = _with_quantization(llmd, "bf16")
+        try:
+            found = plan_deployment(fallback, catalog, options, search_ways_out=False)
+        except PlanError:
+            found = None
+        if found is not None:
+            gpu = found.gpu
+            found.notes.insert(0, (
+                f"quantization fallback: {quantization} cannot run on {gpu.product} (compute capability "
+                f"{gpu.compute_capability}) with a checkpoint the catalog knows; serving {found.scheme.name} instead "
+                f"(same GPUs, {found.fit.weights_bytes / GIB:.1f} GiB of weights). Set spec.model.quantization.checkpoint "
+                f"to a checkpoint this GPU runs, or drop nodeSelector {constraint}"))
+            return found
     if not candidates:
         reasons = _why_not(model, quantization, needed, misses, missing_checkpoints, utilization)
         ways = [] if not search_ways_out else _ways_out(llmd, catalog, options, quantization, kv_dtype, fixed_tp, constraint)
@@ -298,6 +313,13 @@ def plan_deployment(
         price_note=f"{price.provider}, {price.date}: {price.source}" if price else f"no price for {gpu.product}",
         notes=notes,
     )
+
+
+def _with_quantization(llmd: LLMDeployment, quantization: str) -> LLMDeployment:
+    spec = llmd.spec.model_dump(by_alias=True, exclude_none=True)
+    spec["model"]["quantization"] = {**spec["model"].get("quantization", {}), "type": quantization}
+    spec["model"]["quantization"].pop("precision", None)
+    return LLMDeployment.model_validate({"metadata": llmd.metadata, "spec": spec})
 
 
 def _why_not(model, quantization, needed, misses, missing_checkpoints, utilization) -> str:

@@ -1,0 +1,28 @@
+"""Operator-wide settings, set once by `llmd-operator run` before handlers start."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..planning.plan import ENGINE
+from ..planning.scheduler_ref import DEFAULT_HOME_NAMESPACE
+
+FIELD_MANAGER = "llmd-operator"
+SCALER_FIELD_MANAGER = "llmd-operator-slo"
+ANNOTATION_PREFIX = "llmd-operator.llm-d.io"
+
+
+@dataclass
+class OperatorConfig:
+    namespaces: list[str] = field(default_factory=list)
+    home_namespace: str = DEFAULT_HOME_NAMESPACE
+    provider: str | None = None
+    capacity_convention: str = "karpenter"
+    model_server_image: str = ENGINE["image"]
+    prometheus_url: str | None = None
+    prometheus_token_file: str | None = None
+    price_overrides_configmap: str | None = None
+    slo_interval_seconds: float = 30.0
+
+
+CONFIG = OperatorConfig()

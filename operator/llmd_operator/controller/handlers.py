@@ -1,0 +1,86 @@
+"""Kopf handlers: thin. Each one hands the object to reconcile and posts the events it asks for."""
+
+from __future__ import annotations
+
+import logging
+
+import kopf
+from pydantic import ValidationError
+
+from ..api import inferencescheduler, llmdeployment
+from ..render import labels
+from . import kube, reconcile
+from .config import ANNOTATION_PREFIX
+
+LLMD = (llmdeployment.GROUP, llmdeployment.VERSION, llmdeployment.PLURAL)
+SCHEDULERS = (inferencescheduler.GROUP, inferencescheduler.VERSION, inferencescheduler.PLURAL)
+OWNED = {**labels.MANAGED_BY, labels.DEPLOYMENT_LABEL: kopf.PRESENT}
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_) -> None:
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=ANNOTATION_PREFIX, key="last-handled")
+    settings.persistence.finalizer = f"{ANNOTATION_PREFIX}/finalizer"
+    settings.persistence.consistency_timeout = 10
+    settings.posting.level = logging.WARNING  # our own events say what changed; no "handler succeeded" noise
+    settings.execution.max_workers = 8
+    settings.watching.server_timeout = 300
+    settings.networking.error_backoffs = [1, 2, 5, 10]
+
+
+def _post(body, outcome: reconcile.Outcome) -> None:
+    for kind, reason, message in outcome.events:
+        kopf.event(body, type=kind, reason=reason, message=message[:1024])
+
+
+@kopf.on.resume(*LLMD)
+@kopf.on.create(*LLMD)
+@kopf.on.update(*LLMD)
+def reconcile_llmdeployment(body, **_) -> None:
+    try:
+        outcome = reconcile.reconcile(dict(body))
+    except ValidationError as error:
+        raise kopf.PermanentError(f"spec does not match the schema: {error}") from None
+    _post(body, outcome)
+    if outcome.problem is None and not outcome.plan:
+        raise kopf.TemporaryError("nothing planned yet", delay=10)
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=OWNED)
+@kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers", labels=OWNED)
+@kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=OWNED)
+@kopf.on.event("", "v1", "services", labels=OWNED)
+def child_changed(event, body, **_) -> None:
+    """A child changed or vanished: put back what the spec says, and refresh the owner's status."""
+    if event.get("type") is None:  # the initial listing; the owner's resume handler covers it
+        return
+    owner = next((r for r in body.get("metadata", {}).get("ownerReferences") or [] if r.get("kind") == llmdeployment.KIND), None)
+    if owner is None:
+        return
+    parent = kube.get_llmdeployment(body["metadata"]["namespace"], owner["name"])
+    if parent is None or parent["metadata"].get("deletionTimestamp") or parent["metadata"]["uid"] != owner.get("uid"):
+        return
+    outcome = reconcile.reconcile(parent)
+    _post(parent, outcome)
+
+
+@kopf.on.resume(*SCHEDULERS)
+@kopf.on.create(*SCHEDULERS)
+@kopf.on.update(*SCHEDULERS)
+def scheduler_changed(body, **_) -> None:
+    reconcile.scheduler_status(dict(body))
+    # Deployments that use this scheduler plan with its spot policy: re-plan them.
+    for item in kube.list_llmdeployments():
+        if (item.get("spec") or {}).get("schedulerName") == body["metadata"]["name"]:
+            _post(item, reconcile.reconcile(item))
+
+
+@kopf.on.event(*LLMD)
+def llmdeployment_seen(event, body, **_) -> None:
+    """Keep schedulers' usage counts current as deployments come and go."""
+    if event.get("type") not in ("ADDED", "DELETED") or not (body.get("spec") or {}).get("schedulerName"):
+        return
+    for scheduler in kube.list_schedulers():
+        if scheduler["metadata"]["name"] == body["spec"]["schedulerName"]:
+            reconcile.scheduler_status(scheduler)

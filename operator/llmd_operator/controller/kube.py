@@ -1,0 +1,123 @@
+"""The operator's only door to the API server: read children, apply them, patch status, post events."""
+
+from __future__ import annotations
+
+import threading
+from functools import lru_cache
+
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+from kubernetes.dynamic import DynamicClient
+
+from ..api import inferencescheduler, llmdeployment
+from .config import FIELD_MANAGER
+from .drift import holds
+
+CHILD_KINDS = (
+    ("apps/v1", "Deployment"),
+    ("autoscaling/v2", "HorizontalPodAutoscaler"),
+    ("policy/v1", "PodDisruptionBudget"),
+    ("v1", "Service"),
+    ("v1", "ConfigMap"),
+)
+_lock = threading.Lock()
+
+
+@lru_cache(maxsize=1)
+def api_client() -> client.ApiClient:
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()  # honours KUBECONFIG
+    return client.ApiClient()
+
+
+@lru_cache(maxsize=1)
+def dynamic() -> DynamicClient:
+    with _lock:
+        return DynamicClient(api_client())
+
+
+def resource(api_version: str, kind: str):
+    return dynamic().resources.get(api_version=api_version, kind=kind)
+
+
+def list_children(namespace: str, selector: dict[str, str]) -> list[dict]:
+    """Every child kind the operator creates, carrying the given labels."""
+    label_selector = ",".join(f"{k}={v}" for k, v in selector.items())
+    found = []
+    for api_version, kind in CHILD_KINDS:
+        items = resource(api_version, kind).get(namespace=namespace, label_selector=label_selector).to_dict()["items"]
+        for item in items:
+            item.setdefault("apiVersion", api_version)
+            item.setdefault("kind", kind)
+            found.append(item)
+    return found
+
+
+def list_pods(namespace: str, selector: dict[str, str]) -> list[dict]:
+    label_selector = ",".join(f"{k}={v}" for k, v in selector.items())
+    return resource("v1", "Pod").get(namespace=namespace, label_selector=label_selector).to_dict()["items"]
+
+
+def apply(desired: dict, live: dict | None) -> str | None:
+    """Server-side apply `desired` unless `live` already holds it. Returns 'created', 'updated' or None."""
+    if live is not None and holds(desired, live):
+        return None
+    resource(desired["apiVersion"], desired["kind"]).server_side_apply(
+        body=desired, name=desired["metadata"]["name"], namespace=desired["metadata"]["namespace"],
+        field_manager=FIELD_MANAGER, force_conflicts=True,
+    )
+    return "created" if live is None else "updated"
+
+
+def delete(obj: dict) -> None:
+    try:
+        resource(obj["apiVersion"], obj["kind"]).delete(
+            name=obj["metadata"]["name"], namespace=obj["metadata"]["namespace"],
+            body={"propagationPolicy": "Background"},
+        )
+    except ApiException as error:
+        if error.status != 404:
+            raise
+
+
+def scale(namespace: str, name: str, replicas: int, field_manager: str) -> None:
+    """Set a Deployment's replicas through its scale subresource (the loop's own field manager owns them)."""
+    client.AppsV1Api(api_client()).patch_namespaced_deployment_scale(
+        name, namespace, {"spec": {"replicas": replicas}}, field_manager=field_manager,
+    )
+
+
+def get_llmdeployment(namespace: str, name: str) -> dict | None:
+    try:
+        return client.CustomObjectsApi(api_client()).get_namespaced_custom_object(
+            llmdeployment.GROUP, llmdeployment.VERSION, namespace, llmdeployment.PLURAL, name)
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+
+
+def list_schedulers() -> list[dict]:
+    return client.CustomObjectsApi(api_client()).list_cluster_custom_object(
+        inferencescheduler.GROUP, inferencescheduler.VERSION, inferencescheduler.PLURAL)["items"]
+
+
+def list_llmdeployments() -> list[dict]:
+    return client.CustomObjectsApi(api_client()).list_cluster_custom_object(
+        llmdeployment.GROUP, llmdeployment.VERSION, llmdeployment.PLURAL)["items"]
+
+
+def patch_status(module, namespace: str, name: str, status: dict) -> None:
+    client.CustomObjectsApi(api_client()).patch_namespaced_custom_object_status(
+        module.GROUP, module.VERSION, namespace, module.PLURAL, name, {"status": status})
+
+
+def get_configmap(namespace: str, name: str) -> dict | None:
+    try:
+        return client.CoreV1Api(api_client()).read_namespaced_config_map(name, namespace).to_dict()
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise

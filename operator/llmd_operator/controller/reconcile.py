@@ -1,0 +1,252 @@
+"""Reconcile one LLMDeployment: plan, render, apply what changed, prune what is no longer wanted, report."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import yaml
+from pydantic import ValidationError
+
+from ..api import inferencescheduler, llmdeployment
+from ..api.inferencescheduler import InferenceScheduler
+from ..api.llmdeployment import LLMDeployment
+from ..catalog import load_catalog
+from ..planning.plan import DeploymentPlan, PlanError, PlanOptions, plan_deployment
+from ..planning.scheduler_ref import resolve_scheduler
+from ..render import labels, render_children
+from . import kube, metrics, status
+from .config import CONFIG, SCALER_FIELD_MANAGER
+
+log = logging.getLogger("llmd_operator.reconcile")
+_owner_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
+
+
+@dataclass
+class Outcome:
+    """What one reconcile did, for events and tests."""
+
+    plan: DeploymentPlan | None = None
+    problem: str | None = None
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    pruned: list[str] = field(default_factory=list)
+    status_changed: bool = False
+    events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
+
+
+def catalog():
+    """The catalog with the price ConfigMap (if configured) merged over it."""
+    overrides = None
+    if CONFIG.price_overrides_configmap:
+        found = kube.get_configmap(CONFIG.home_namespace, CONFIG.price_overrides_configmap)
+        if found and (found.get("data") or {}).get("prices.yaml"):
+            overrides = yaml.safe_load(found["data"]["prices.yaml"])
+    return load_catalog(price_overrides=overrides)
+
+
+def find_scheduler(llmd: LLMDeployment) -> InferenceScheduler | None:
+    if not llmd.spec.scheduler_name:
+        return None
+    parsed = []
+    for body in kube.list_schedulers():
+        try:
+            parsed.append(InferenceScheduler.model_validate({k: body[k] for k in ("metadata", "spec") if k in body}))
+        except ValidationError:
+            continue
+    return resolve_scheduler(llmd, parsed, CONFIG.home_namespace)
+
+
+def owner_reference(body: dict) -> dict:
+    return {
+        "apiVersion": f"{llmdeployment.GROUP}/{llmdeployment.VERSION}",
+        "kind": llmdeployment.KIND,
+        "name": body["metadata"]["name"],
+        "uid": body["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def reconcile(body: dict) -> Outcome:
+    """Bring one LLMDeployment's children and status in line with its spec. Safe to call any number of times."""
+    key = body["metadata"]["uid"]
+    with _owner_locks[key]:
+        started = time.monotonic()
+        try:
+            outcome = _reconcile(body)
+            metrics.RECONCILES.labels(kind="LLMDeployment", result="error" if outcome.problem else "ok").inc()
+            return outcome
+        except Exception:
+            metrics.RECONCILES.labels(kind="LLMDeployment", result="exception").inc()
+            raise
+        finally:
+            metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
+
+
+def _reconcile(body: dict) -> Outcome:
+    meta = body["metadata"]
+    name, namespace, generation = meta["name"], meta["namespace"], meta.get("generation")
+    outcome = Outcome()
+    llmd = LLMDeployment.model_validate({"metadata": meta, "spec": body["spec"]})
+    scheduler = find_scheduler(llmd)
+    the_catalog = catalog()
+    options = PlanOptions(provider=CONFIG.provider, capacity_convention=CONFIG.capacity_convention,
+                          model_server_image=CONFIG.model_server_image,
+                          scheduler=scheduler.spec if scheduler else None)
+    selector = labels.owned_selector(name)
+    live = {(c["kind"], c["metadata"]["name"]): c for c in kube.list_children(namespace, selector)}
+    old_status = body.get("status") or {}
+    conditions = []
+    scheduler_ref = None
+    if llmd.spec.scheduler_name:
+        if scheduler:
+            scheduler_ref = f"{scheduler.metadata.get('namespace')}/{scheduler.metadata.get('name')}"
+            conditions.append(status.condition("SchedulerResolved", True, "Found", f"using InferenceScheduler {scheduler_ref}", generation))
+        else:
+            conditions.append(status.condition(
+                "SchedulerResolved", False, "SchedulerNotFound",
+                f"no InferenceScheduler {llmd.spec.scheduler_name!r} in namespace {namespace} or {CONFIG.home_namespace}; "
+                "its SLO and spot policies do not apply until it exists", generation))
+    elif llmd.spec.scheduling and llmd.spec.scheduling.slo_policy:
+        scheduler_ref = "inline"
+    try:
+        plan = plan_deployment(llmd, the_catalog, options)
+    except PlanError as error:
+        # An impossible plan builds nothing: no half-built children, and the numbers in the condition.
+        outcome.problem = str(error)
+        conditions += [
+            status.condition("Planned", False, "PlanImpossible", outcome.problem, generation),
+            status.condition("Ready", False, "PlanImpossible", outcome.problem, generation),
+        ]
+        new_status = {**_keep(old_status), "observedGeneration": generation, "conditions": status.merge_conditions(old_status.get("conditions"), conditions)}
+        if _status_differs(old_status, new_status):
+            kube.patch_status(llmdeployment, namespace, name, new_status)
+            outcome.status_changed = True
+            outcome.events.append(("Warning", "PlanImpossible", outcome.problem))
+        return outcome
+    outcome.plan = plan
+    drain = None
+    if scheduler and scheduler.spec.cost_optimization and scheduler.spec.cost_optimization.spot_instance_policy:
+        interruption = scheduler.spec.cost_optimization.spot_instance_policy.interruption
+        drain = interruption.drain_timeout if interruption else None
+    desired = render_children(llmd, plan, the_catalog, CONFIG.capacity_convention, drain)
+    owner = owner_reference(body)
+    for child in desired:
+        child["metadata"]["ownerReferences"] = [owner]
+        existing = live.get((child["kind"], child["metadata"]["name"]))
+        done = kube.apply(child, existing)
+        if done == "created":
+            outcome.created.append(f"{child['kind']}/{child['metadata']['name']}")
+            initial = int(child["metadata"].get("annotations", {}).get("llm-d.io/initial-replicas", "0") or 0)
+            if child["kind"] == "Deployment" and child["metadata"]["annotations"].get("llm-d.io/replicas-owner") == "slo-loop":
+                kube.scale(namespace, child["metadata"]["name"], initial, SCALER_FIELD_MANAGER)
+        elif done == "updated":
+            outcome.updated.append(f"{child['kind']}/{child['metadata']['name']}")
+    wanted = {(c["kind"], c["metadata"]["name"]) for c in desired}
+    for key, child in live.items():
+        if key not in wanted and _owned_by(child, meta["uid"]):
+            kube.delete(child)
+            outcome.pruned.append(f"{key[0]}/{key[1]}")
+    if outcome.created or outcome.updated or outcome.pruned:
+        live = {(c["kind"], c["metadata"]["name"]): c for c in kube.list_children(namespace, selector)}
+    workloads = [c for (kind, _), c in live.items() if kind == "Deployment"]
+    pools = status.pool_status(plan, workloads)
+    pods = kube.list_pods(namespace, selector) if any(p["readyReplicas"] < p["desiredReplicas"] for p in pools) else []
+    ready, reason, message = status.readiness(pools, workloads, pods)
+    conditions += [
+        status.condition("Planned", True, "PlanReady", status.plan_message(plan) + ("; " + "; ".join(plan.notes) if plan.notes else ""), generation),
+        status.condition("Ready", ready, reason, message, generation),
+    ]
+    desired_total = sum(p["desiredReplicas"] for p in pools)
+    cost = _cost(plan, pools)
+    new_status = {
+        **_keep(old_status),
+        "observedGeneration": generation,
+        "conditions": status.merge_conditions(old_status.get("conditions"), conditions),
+        "mode": plan.mode,
+        "ready": f"{sum(p['readyReplicas'] for p in pools)}/{desired_total}",
+        "readyReplicas": sum(p["readyReplicas"] for p in pools),
+        "replicas": desired_total,
+        "costPerHour": cost,
+        "plan": status.plan_summary(plan),
+        "pools": pools,
+        "scheduler": scheduler_ref,
+    }
+    new_status = {k: v for k, v in new_status.items() if v is not None}
+    metrics.record_pools(namespace, name, pools, cost)
+    if _status_differs(old_status, new_status):
+        kube.patch_status(llmdeployment, namespace, name, new_status)
+        outcome.status_changed = True
+    if outcome.created or outcome.updated or outcome.pruned:
+        parts = [f"{verb} {', '.join(items)}" for verb, items in
+                 (("created", outcome.created), ("updated", outcome.updated), ("removed", outcome.pruned)) if items]
+        outcome.events.append(("Normal", "Applied", "; ".join(parts)))
+    if _plan_changed(old_status, new_status):
+        outcome.events.append(("Normal", "Planned", status.plan_message(plan)))
+    return outcome
+
+
+# Status fields other parts of the operator own (the SLO loop); a reconcile carries them over untouched.
+_LOOP_FIELDS = ("lastDecision", "sloScores", "policyState", "capacityProfile")
+
+
+def _keep(old: dict) -> dict:
+    return {k: old[k] for k in _LOOP_FIELDS if k in old}
+
+
+def _cost(plan: DeploymentPlan, pools: list[dict]) -> float | None:
+    if plan.price_on_demand is None:
+        return None
+    per_replica = plan.tensor_parallel_size
+    total = sum(per_replica * (p["spotReplicas"] * plan.price_spot + p["onDemandReplicas"] * plan.price_on_demand) for p in pools)
+    return round(total, 4)
+
+
+def _owned_by(child: dict, uid: str) -> bool:
+    return any(ref.get("uid") == uid for ref in child["metadata"].get("ownerReferences") or [])
+
+
+def _comparable(s: dict) -> dict:
+    s = dict(s)
+    s["conditions"] = [{k: v for k, v in c.items() if k != "lastTransitionTime"} for c in s.get("conditions") or []]
+    return s
+
+
+def _status_differs(old: dict, new: dict) -> bool:
+    old_view = _comparable({k: old.get(k) for k in new})
+    return old_view != _comparable(new)
+
+
+def _plan_changed(old: dict, new: dict) -> bool:
+    return (old.get("plan") or {}) != (new.get("plan") or {})
+
+
+def scheduler_status(body: dict) -> dict | None:
+    """Status for an InferenceScheduler: how many deployments use it. None when nothing changed."""
+    meta = body["metadata"]
+    users = []
+    for item in kube.list_llmdeployments():
+        wanted = (item.get("spec") or {}).get("schedulerName")
+        if wanted != meta["name"]:
+            continue
+        ns = item["metadata"]["namespace"]
+        local = ns == meta["namespace"]
+        if local or (meta["namespace"] == CONFIG.home_namespace and not _has_local_scheduler(ns, wanted)):
+            users.append(f"{ns}/{item['metadata']['name']}")
+    old = body.get("status") or {}
+    conditions = status.merge_conditions(old.get("conditions"), [
+        status.condition("Ready", True, "Accepted", f"used by {len(users)} LLMDeployment(s)", meta.get("generation"))])
+    new = {"observedGeneration": meta.get("generation"), "conditions": conditions,
+           "deployments": len(users), "deploymentNames": sorted(users)}
+    if not _status_differs(old, new):
+        return None
+    kube.patch_status(inferencescheduler, meta["namespace"], meta["name"], new)
+    return new
+
+
+def _has_local_scheduler(namespace: str, name: str) -> bool:
+    return any(s["metadata"]["namespace"] == namespace and s["metadata"]["name"] == name for s in kube.list_schedulers())

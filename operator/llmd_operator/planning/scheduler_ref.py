@@ -1,0 +1,24 @@
+"""Which InferenceScheduler an LLMDeployment uses: its own namespace first, then the operator's home."""
+
+from __future__ import annotations
+
+from ..api.inferencescheduler import InferenceScheduler
+from ..api.llmdeployment import LLMDeployment
+
+DEFAULT_HOME_NAMESPACE = "llm-d-system"
+
+
+def scheduler_name(llmd: LLMDeployment) -> str | None:
+    return llmd.spec.scheduler_name
+
+
+def resolve_scheduler(
+    llmd: LLMDeployment, schedulers: list[InferenceScheduler], home_namespace: str = DEFAULT_HOME_NAMESPACE
+) -> InferenceScheduler | None:
+    """The referenced scheduler, or None when the deployment references none or it does not exist (yet)."""
+    wanted = scheduler_name(llmd)
+    if not wanted:
+        return None
+    namespace = llmd.metadata.get("namespace", "default")
+    by_place = {(s.metadata.get("namespace", "default"), s.metadata.get("name")): s for s in schedulers}
+    return by_place.get((namespace, wanted)) or by_place.get((home_namespace, wanted))

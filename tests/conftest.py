@@ -1,0 +1,24 @@
+"""Shared fixtures: the seed's example resources, the catalog."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from llmd_operator.api.documents import is_custom_resource, read_documents
+from llmd_operator.catalog import load_catalog
+
+ROOT = Path(__file__).resolve().parent.parent
+SEED = ROOT.parent / "shared" / "seed" / "000_2af20bc6420d8224.txt"
+
+
+def seed_documents():
+    if not SEED.exists():
+        pytest.fail(f"the seed is missing: {SEED} (the tests read the user's examples from ../shared)")
+    return [d for d in read_documents(SEED) if is_custom_resource(d)]
+
+
+@pytest.fixture(scope="session")
+def catalog():
+    return load_catalog()

@@ -1,0 +1,69 @@
+"""The CLI as a user runs it: plan, render and crds without a cluster; one clear line per problem."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import SEED
+
+CLI = [sys.executable, "-m", "llmd_operator.cli"]
+
+
+def run(*args, input_text=None):
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, input=input_text, timeout=120)
+
+
+def test_plan_json_on_the_seed_has_the_keys_scripts_rely_on():
+    result = run("plan", "-f", str(SEED), "-o", "json")
+    assert result.returncode == 0, result.stderr
+    plans = json.loads(result.stdout)
+    assert sorted(p["name"] for p in plans) == ["analytics-llm-initial", "llama-3.1-8b-disaggregated",
+                                                "llama-3.1-8b-optimized", "llama-3.1-8b-scheduled"]
+    for plan in plans:
+        assert {"name", "namespace", "cost_per_hour_usd", "pools"} <= set(plan)
+        for pool in plan["pools"]:
+            assert {"role", "replicas", "gpu_product", "gpus_per_replica", "tensor_parallel_size", "weights_bytes",
+                    "kv_bytes_per_token", "kv_capacity_tokens", "spot_replicas", "on_demand_replicas",
+                    "engine_args"} <= set(pool)
+    disaggregated = next(p for p in plans if p["name"] == "llama-3.1-8b-disaggregated")
+    assert [p["role"] for p in disaggregated["pools"]] == ["prefill", "decode"]
+
+
+def test_render_yaml_on_the_seed(tmp_path):
+    result = run("render", "-f", str(SEED))
+    assert result.returncode == 0, result.stderr
+    objects = list(yaml.safe_load_all(result.stdout))
+    kinds = {o["kind"] for o in objects}
+    assert {"Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler", "ConfigMap"} <= kinds
+
+
+def test_bad_input_gives_one_line_per_problem_and_a_nonzero_exit(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "apiVersion: inference.llm-d.io/v1alpha1\nkind: LLMDeployment\nmetadata: {name: a}\n"
+        "spec: {model: {name: llama-3.1-8b, quantization: {type: int3}}, replicaz: 2}\n---\n"
+        "apiVersion: inference.llm-d.io/v1alpha1\nkind: LLMDeployment\nmetadata: {name: b}\n"
+        "spec: {model: {name: llama-3.1-8b}, autoscaling: {enabled: true, minReplicas: 4, maxReplicas: 1}}\n---\n"
+        "apiVersion: inference.llm-d.io/v1alpha1\nkind: LLMDeployment\nmetadata: {name: c}\n"
+        "spec: {model: {name: gpt-9}}\n")
+    result = run("plan", "-f", str(bad), "-o", "json")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert any("(document 0): spec.model.quantization.type: must be one of" in l for l in lines), lines
+    assert any("(document 0): spec.replicaz: unknown field" in l for l in lines), lines
+    assert any("(document 1): spec.autoscaling: autoscaling: minReplicas must be less" in l for l in lines), lines
+    assert any("(document 2): spec: spec.model.name: model 'gpt-9' is not in the catalog" in l for l in lines), lines
+    assert len(lines) == 4
+    assert json.loads(result.stdout) == []
+
+
+def test_crds_command_prints_both_crds():
+    result = run("crds")
+    assert result.returncode == 0
+    names = [d["metadata"]["name"] for d in yaml.safe_load_all(result.stdout)]
+    assert names == ["llmdeployments.inference.llm-d.io", "inferenceschedulers.scheduler.llm-d.io"]
