@@ -38,6 +38,8 @@ def test_static_monolithic_spot_split_is_two_deployments_with_exact_replicas(cat
     on_demand = required_expressions(workloads["chat-on-demand"])
     assert {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]} in on_demand
     assert set(by_kind(objects, "Service")) == {"chat"}
+    dotted = render(catalog, {"model": {"name": "llama-3.1-8b"}}, name="llama-3.1-8b-chat")
+    assert set(by_kind(dotted, "Service")) == {"llama-3-1-8b-chat"}  # a Service name is a DNS-1035 label
     assert set(by_kind(objects, "PodDisruptionBudget")) == {"chat"}
 
 

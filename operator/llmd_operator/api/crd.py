@@ -12,6 +12,10 @@ from . import inferencescheduler, llmdeployment
 CATEGORY = "llm-d"
 
 _DROP_KEYS = {"title", "x-llmd-format"}
+NAME_LENGTH_RULE = {
+    "rule": "size(self.metadata.name) <= 45",
+    "message": "metadata.name: at most 45 characters (the operator's children add up to 18 characters and label values hold 63)",
+}
 
 
 def structural_schema(model: type) -> dict:
@@ -99,6 +103,7 @@ def _crd(module, short_names: list[str], columns: list[dict], model: type) -> di
                 "additionalPrinterColumns": columns,
                 "schema": {"openAPIV3Schema": {
                     "type": "object",
+                    "x-kubernetes-validations": [NAME_LENGTH_RULE],
                     "description": schema.get("description", ""),
                     "required": ["spec"],
                     "properties": {k: properties[k] for k in ("apiVersion", "kind", "metadata", "spec", "status")},

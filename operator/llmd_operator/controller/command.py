@@ -73,7 +73,7 @@ def run(namespaces, home_namespace, prometheus_url, prometheus_token_file, capac
     kopf.run(
         standalone=peering is None,
         peering_name=peering,
-        namespaces=list(namespaces) or None,
+        namespaces=list(namespaces),
         clusterwide=not namespaces,
         liveness_endpoint=f"http://0.0.0.0:{health_port}/healthz" if health_port else None,
     )

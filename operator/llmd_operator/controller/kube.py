@@ -9,6 +9,7 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 from kubernetes.dynamic import DynamicClient
 
+from .. import __version__
 from ..api import inferencescheduler, llmdeployment
 from .config import FIELD_MANAGER
 from .drift import holds
@@ -29,7 +30,9 @@ def api_client() -> client.ApiClient:
         config.load_incluster_config()
     except config.ConfigException:
         config.load_kube_config()  # honours KUBECONFIG
-    return client.ApiClient()
+    api = client.ApiClient()
+    api.user_agent = f"llmd-operator/{__version__}"  # tells our requests apart in audit logs
+    return api
 
 
 @lru_cache(maxsize=1)

@@ -23,6 +23,7 @@ from .config import CONFIG, SCALER_FIELD_MANAGER
 
 log = logging.getLogger("llmd_operator.reconcile")
 _owner_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
+_announced: dict[str, str] = {}  # uid -> the plan last announced in an event
 
 
 @dataclass
@@ -185,8 +186,14 @@ def _reconcile(body: dict) -> Outcome:
         parts = [f"{verb} {', '.join(items)}" for verb, items in
                  (("created", outcome.created), ("updated", outcome.updated), ("removed", outcome.pruned)) if items]
         outcome.events.append(("Normal", "Applied", "; ".join(parts)))
-    if _plan_changed(old_status, new_status):
-        outcome.events.append(("Normal", "Planned", status.plan_message(plan)))
+    announcement = status.plan_message(plan)
+    if _announced.get(meta["uid"]) != announcement:
+        # Remembered per object: concurrent child events carry a stale status, which would repeat the event.
+        _announced[meta["uid"]] = announcement
+        outcome.events.append(("Normal", "Planned", announcement))
+        for note in plan.notes:
+            if note.startswith("quantization fallback"):
+                outcome.events.append(("Warning", "QuantizationFallback", note))
     return outcome
 
 
@@ -219,10 +226,6 @@ def _comparable(s: dict) -> dict:
 def _status_differs(old: dict, new: dict) -> bool:
     old_view = _comparable({k: old.get(k) for k in new})
     return old_view != _comparable(new)
-
-
-def _plan_changed(old: dict, new: dict) -> bool:
-    return (old.get("plan") or {}) != (new.get("plan") or {})
 
 
 def scheduler_status(body: dict) -> dict | None:

@@ -16,6 +16,15 @@ def owned_selector(name: str) -> dict[str, str]:
     return {**MANAGED_BY, DEPLOYMENT_LABEL: name}
 
 
+MAX_NAME_LENGTH = 45  # children append up to 18 characters ("-prefill-on-demand"); label values hold 63
+
+
+def service_name(name: str) -> str:
+    """A Service name must be a DNS-1035 label: no dots, starting with a letter (llama-3.1-8b -> llama-3-1-8b)."""
+    label = "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
+    return label if label[:1].isalpha() else f"llm-{label}"
+
+
 def pool_name(name: str, role: str) -> str:
     return name if role == "monolithic" else f"{name}-{role}"
 

@@ -17,18 +17,18 @@ def _meta(llmd: LLMDeployment, name: str, role: str | None = None) -> dict:
 
 
 def services(llmd: LLMDeployment, plan: DeploymentPlan) -> list[dict]:
-    """`<name>` reaches the pods that take requests (monolithic or decode); `<name>-prefill` the prefill pool."""
+    """`<name>` (dots turned to dashes) reaches the pods that take requests (monolithic or decode); `<name>-prefill` the prefill pool."""
     name = llmd.metadata["name"]
     port = llmd.spec.serving.port if llmd.spec.serving else 8000
     ports = [{"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}]
     result = [{
-        "apiVersion": "v1", "kind": "Service", "metadata": _meta(llmd, name),
+        "apiVersion": "v1", "kind": "Service", "metadata": _meta(llmd, labels.service_name(name)),
         "spec": {"type": "ClusterIP", "ports": ports,
                  "selector": {labels.DEPLOYMENT_LABEL: name, labels.ENTRYPOINT_LABEL: "true"}},
     }]
     if plan.mode == "disaggregated":
         result.append({
-            "apiVersion": "v1", "kind": "Service", "metadata": _meta(llmd, f"{name}-prefill", "prefill"),
+            "apiVersion": "v1", "kind": "Service", "metadata": _meta(llmd, labels.service_name(f"{name}-prefill"), "prefill"),
             "spec": {"type": "ClusterIP", "ports": ports,
                      "selector": {labels.DEPLOYMENT_LABEL: name, labels.ROLE_LABEL: "prefill"}},
         })

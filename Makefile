@@ -1,0 +1,49 @@
+# The two commands a new machine needs: `make demo` (the main job) and `make test` (every test).
+SHELL := /bin/bash
+VENV ?= .venv
+PYTHON ?= python3
+export LLMD_CACHE ?= $(HOME)/.cache/llmd-operator
+
+.PHONY: help venv test unit cluster-test demo crds bench down clean
+
+help:
+	@echo "make demo   local cluster with fake GPU nodes, the operator, example deployments and a live view"
+	@echo "make test   unit tests, then cluster tests against a real API server (builds it the first time)"
+	@echo "make crds   regenerate crds/ from the API models"
+	@echo "make down   stop the local cluster and remove its state"
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	touch $@
+
+test: venv
+	@KUBECONFIG="$$(e2e/cluster.sh up | tail -n 1)" && export KUBECONFIG && \
+	  PATH="$$(e2e/cluster.sh bin-dir):$$PATH" && export PATH && \
+	  $(VENV)/bin/python -m pytest -q -p no:cacheprovider
+
+unit: venv
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider tests/unit
+
+cluster-test: venv
+	@KUBECONFIG="$$(e2e/cluster.sh up | tail -n 1)" && export KUBECONFIG && \
+	  PATH="$$(e2e/cluster.sh bin-dir):$$PATH" && export PATH && \
+	  $(VENV)/bin/python -m pytest -q -p no:cacheprovider tests/cluster
+
+demo: venv
+	e2e/demo.sh
+
+crds: venv
+	$(VENV)/bin/llmd-operator crds --out-dir crds
+
+bench: venv
+	$(VENV)/bin/python bench/autoscale.py
+
+down:
+	e2e/cluster.sh down
+
+clean: down
+	rm -rf $(VENV)
