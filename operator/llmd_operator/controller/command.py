@@ -16,6 +16,24 @@ CONVENTIONS = ["karpenter", "gke", "eks", "aks", "seed"]
 COST_TICK_SECONDS = 15
 
 
+def _run_slo_loop() -> None:
+    """Tick the SLO loop every --slo-interval seconds; a failed tick is logged and the next one runs."""
+    from ..slo import loop  # noqa: PLC0415
+    from . import reconcile  # noqa: PLC0415
+
+    log = logging.getLogger("llmd_operator.slo")
+    prometheus = loop.prometheus_client()
+    while True:
+        started = time.monotonic()
+        try:
+            for result in loop.tick(prometheus, reconcile.catalog()):
+                if result.get("changes"):
+                    log.info("%s: %s (%s)", result["deployment"], "; ".join(result["changes"]), result["reason"])
+        except Exception:  # noqa: BLE001
+            log.exception("SLO loop tick failed")
+        time.sleep(max(1.0, CONFIG.slo_interval_seconds - (time.monotonic() - started)))
+
+
 def _accumulate_cost() -> None:
     """llm_cost_total grows by each deployment's $/hour for the time that passed."""
     from . import metrics  # noqa: PLC0415
@@ -70,6 +88,7 @@ def run(namespaces, home_namespace, prometheus_url, prometheus_token_file, capac
     if metrics_port:
         start_http_server(metrics_port)
     threading.Thread(target=_accumulate_cost, name="cost-accumulator", daemon=True).start()
+    threading.Thread(target=_run_slo_loop, name="slo-loop", daemon=True).start()
     kopf.run(
         standalone=peering is None,
         peering_name=peering,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from datetime import datetime, timezone
 from functools import lru_cache
 
 from kubernetes import client, config
@@ -124,3 +125,19 @@ def get_configmap(namespace: str, name: str) -> dict | None:
         if error.status == 404:
             return None
         raise
+
+
+def post_event(body: dict, type_: str, reason: str, message: str) -> None:
+    """A core/v1 Event on an object, as kubectl describe shows it."""
+    meta = body["metadata"]
+    stamp = datetime.now(timezone.utc)
+    event = client.CoreV1Event(
+        metadata=client.V1ObjectMeta(generate_name=f"{meta['name']}.", namespace=meta["namespace"]),
+        involved_object=client.V1ObjectReference(
+            api_version=body.get("apiVersion", f"{llmdeployment.GROUP}/{llmdeployment.VERSION}"),
+            kind=body.get("kind", llmdeployment.KIND), name=meta["name"], namespace=meta["namespace"], uid=meta["uid"]),
+        reason=reason, message=message[:1024], type=type_, count=1, first_timestamp=stamp, last_timestamp=stamp,
+        source=client.V1EventSource(component="llmd-operator"), reporting_component="llmd-operator",
+        reporting_instance="llmd-operator",
+    )
+    client.CoreV1Api(api_client()).create_namespaced_event(meta["namespace"], event)

@@ -1,0 +1,239 @@
+"""The SLO loop: every interval, observe all managed deployments at once, decide, actuate, record."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import yaml
+from pydantic import ValidationError
+
+from ..api import llmdeployment
+from ..api.inferencescheduler import InferenceScheduler
+from ..api.llmdeployment import LLMDeployment
+from ..controller import kube, metrics, reconcile, status
+from ..controller.config import CONFIG, SCALER_FIELD_MANAGER
+from ..planning.plan import DeploymentPlan, PlanError, PlanOptions, plan_deployment
+from ..planning.scheduler_ref import resolve_scheduler
+from ..render import labels
+from . import observe, policy_inputs
+from .decide import PolicyState, decide, policy_name
+from .profiles import ProfileError, default_profile, parse_profile_document
+
+log = logging.getLogger("llmd_operator.slo")
+STATE_SAVE_EVERY_S = 300.0  # the policy's history is saved at least this often, and on every action
+
+
+@dataclass
+class Managed:
+    body: dict
+    llmd: LLMDeployment
+    scheduler: InferenceScheduler | None
+    plan: DeploymentPlan
+
+
+def prometheus_client():
+    if not CONFIG.prometheus_url:
+        return None
+    from prometheus_api_client import PrometheusConnect  # noqa: PLC0415
+
+    headers = None
+    if CONFIG.prometheus_token_file:
+        with open(CONFIG.prometheus_token_file) as token:
+            headers = {"Authorization": f"Bearer {token.read().strip()}"}
+    return PrometheusConnect(url=CONFIG.prometheus_url, headers=headers, disable_ssl=False)
+
+
+def managed_deployments(catalog) -> list[Managed]:
+    """LLMDeployments with at least one pool whose size the loop owns."""
+    schedulers = []
+    for body in kube.list_schedulers():
+        try:
+            schedulers.append(InferenceScheduler.model_validate({k: body[k] for k in ("metadata", "spec") if k in body}))
+        except ValidationError:
+            continue
+    found = []
+    for body in kube.list_llmdeployments():
+        if CONFIG.namespaces and body["metadata"]["namespace"] not in CONFIG.namespaces:
+            continue
+        try:
+            llmd = LLMDeployment.model_validate({"metadata": body["metadata"], "spec": body["spec"]})
+            scheduler = resolve_scheduler(llmd, schedulers, CONFIG.home_namespace)
+            plan = plan_deployment(llmd, catalog, PlanOptions(provider=CONFIG.provider,
+                                                              capacity_convention=CONFIG.capacity_convention,
+                                                              scheduler=scheduler.spec if scheduler else None))
+        except (ValidationError, PlanError):
+            continue  # the reconcile reports these
+        if any(p.replicas_owner == "slo-loop" for p in plan.pools):
+            found.append(Managed(body, llmd, scheduler, plan))
+    return found
+
+
+def capacity_profile(managed: Managed):
+    """The measured profile from ConfigMap <name>-capacity-profile when present, else the catalog's."""
+    meta = managed.body["metadata"]
+    name = f"{meta['name']}-capacity-profile"
+    found = kube.get_configmap(meta["namespace"], name)
+    plan = managed.plan
+    if found and (found.get("data") or {}).get("profile.yaml"):
+        try:
+            formats = parse_profile_document(yaml.safe_load(found["data"]["profile.yaml"]), name)
+            chosen = formats.get(_format(plan)) or next(iter(formats.values()))
+            return chosen, f"ConfigMap {name} ({chosen.source[:80]})"
+        except Exception as error:  # noqa: BLE001 (a broken user profile must not stop the loop)
+            log.warning("ignoring %s/%s: %s", meta["namespace"], name, error)
+    try:
+        profile = default_profile(plan.model.name, plan.gpu.product, _format(plan), plan.tensor_parallel_size)
+    except ProfileError as error:
+        return None, f"none: {error}; measure one with `llmd-operator profile`"[:300]
+    return profile, f"built-in: {profile.source[:120]}"
+
+
+def _format(plan: DeploymentPlan) -> str:
+    return plan.scheme.quantization
+
+
+def tick(prometheus, catalog, now_s: float | None = None) -> list[dict]:
+    """One pass over every managed deployment. Returns what it decided, for logs and tests."""
+    now_s = time.time() if now_s is None else now_s
+    managed = managed_deployments(catalog)
+    if not managed:
+        return []
+    snapshot = observe.take_snapshot(prometheus) if prometheus else observe.Snapshot(ok=False, error="no --prometheus-url given")
+    nodes = {n["metadata"]["name"]: n for n in kube.resource("v1", "Node").get().to_dict()["items"]}
+    results = []
+    for item in managed:
+        try:
+            results.append(_tick_one(item, prometheus, snapshot, nodes, now_s, catalog))
+        except Exception:  # noqa: BLE001 (one deployment's failure must not starve the others)
+            log.exception("SLO loop failed for %s/%s", item.body["metadata"]["namespace"], item.body["metadata"]["name"])
+    return results
+
+
+def _tick_one(item: Managed, prometheus, snapshot, nodes, now_s: float, catalog) -> dict:
+    # The same lock as reconcile: the two never write the same status from stale copies.
+    with reconcile._owner_locks[item.body["metadata"]["uid"]]:
+        fresh = kube.get_llmdeployment(item.body["metadata"]["namespace"], item.body["metadata"]["name"])
+        if fresh is None:
+            return {}
+        item.body = fresh
+        return _decide_and_act(item, prometheus, snapshot, nodes, now_s, catalog)
+
+
+def _decide_and_act(item: Managed, prometheus, snapshot, nodes, now_s: float, catalog) -> dict:
+    meta = item.body["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    old_status = item.body.get("status") or {}
+    objectives, scaling, algorithm = policy_inputs.slo_policy(item.llmd, item.scheduler)
+    interval = CONFIG.slo_interval_seconds
+    selector = labels.owned_selector(name)
+    workloads = [c for c in kube.list_children(namespace, selector) if c["kind"] == "Deployment"]
+    pods = kube.list_pods(namespace, selector)
+    spot_ok, spot_why = policy_inputs.spot_health(pods, nodes, catalog.conventions["interruption_taints"], now_s)
+    spec = policy_inputs.policy_spec(item.llmd, item.scheduler, item.plan, spot_ok, interval)
+    objective_values = {}
+    demand = 0.0
+    if prometheus and snapshot.ok:
+        for objective in objectives:
+            if objective.calculator:
+                value = observe.scalar(prometheus, observe.substitute(objective.calculator, namespace, name))
+                if value is not None:
+                    objective_values[objective.name] = value
+        demand_query = getattr(scaling, "demand_query", None)
+        if demand_query:
+            demand = observe.scalar(prometheus, observe.substitute(demand_query, namespace, name)) or 0.0
+    fleet = policy_inputs.observation(snapshot, namespace, name, item.plan, workloads, now_s, interval,
+                                      objective_values, demand)
+    profile, profile_note = capacity_profile(item)
+    state = PolicyState.from_json(_state_text(old_status))
+    decision, state = decide(algorithm, fleet, spec, profile, state)
+    changes = _actuate(namespace, name, decision, workloads)
+    _record(item, decision, state, changes, spot_ok, spot_why, snapshot, profile_note, now_s, old_status)
+    return {"deployment": f"{namespace}/{name}", "policy": policy_name(algorithm), "changes": changes,
+            "reason": decision.reason, "held": decision.held_for_missing_metrics}
+
+
+def _state_text(status_: dict) -> str | None:
+    import json
+
+    saved = (status_.get("policyState") or {}).get("state")
+    return json.dumps(saved) if saved else None
+
+
+def _actuate(namespace: str, name: str, decision, workloads: list[dict]) -> list[str]:
+    """Scale the pool Deployments to the decision's split, through the scale subresource; only what differs."""
+    if decision.held_for_missing_metrics:
+        return []
+    by_name = {w["metadata"]["name"]: w for w in workloads}
+    changes = []
+    for pool in decision.pools:
+        wanted = {"spot": pool.target_spot, "on-demand": pool.target_on_demand}
+        spot_name = labels.workload_name(name, pool.role, "spot")
+        if spot_name not in by_name:  # no spot Deployment for this pool: everything on-demand
+            wanted = {"spot": 0, "on-demand": pool.target}
+        for capacity, replicas in wanted.items():
+            workload = by_name.get(labels.workload_name(name, pool.role, capacity))
+            if workload is None:
+                continue
+            current = workload["spec"].get("replicas") or 0
+            if current != replicas:
+                kube.scale(namespace, workload["metadata"]["name"], replicas, SCALER_FIELD_MANAGER)
+                changes.append(f"{pool.role}/{capacity} {current}->{replicas}")
+                metrics.DECISIONS.labels(namespace, name, pool.role, "up" if replicas > current else "down").inc()
+    return changes
+
+
+def _record(item: Managed, decision, state, changes, spot_ok, spot_why, snapshot, profile_note, now_s, old_status):
+    meta = item.body["metadata"]
+    namespace, name, generation = meta["namespace"], meta["name"], meta.get("generation")
+    conditions = []
+    if decision.held_for_missing_metrics or not snapshot.ok:
+        why = snapshot.error or decision.reason
+        conditions.append(status.condition("MetricsAvailable", False, "MetricsMissing",
+                                           f"holding replicas: {why}", generation))
+    else:
+        conditions.append(status.condition("MetricsAvailable", True, "MetricsFresh", "vLLM metrics are current", generation))
+    conditions.append(status.condition("BudgetLimited", decision.budget_limited,
+                                       "BudgetBinding" if decision.budget_limited else "WithinBudget",
+                                       decision.budget_message or "cost constraints do not bind", generation))
+    conditions.append(status.condition("SpotFallback", not spot_ok, "SpotUnavailable" if not spot_ok else "SpotAvailable",
+                                       spot_why or "spot capacity is usable", generation))
+    new = {
+        "conditions": status.merge_conditions(old_status.get("conditions"), conditions),
+        "sloScores": {k: round(v, 4) for k, v in decision.slo_scores} or None,
+        "capacityProfile": profile_note,
+    }
+    saved = (old_status.get("policyState") or {})
+    if changes or now_s - float(saved.get("savedAt", 0)) >= STATE_SAVE_EVERY_S:
+        import json
+
+        new["policyState"] = {"policy": decision.policy, "savedAt": int(now_s), "state": json.loads(state.to_json())}
+    if changes:
+        new["lastDecision"] = {"time": status.now(), "pool": ", ".join(changes), "fromReplicas": _total(decision, "current"),
+                               "toReplicas": _total(decision, "target"), "reason": decision.reason[:1000]}
+    new = {k: v for k, v in new.items() if v is not None}
+    comparable = {k: v for k, v in new.items() if k != "conditions"}
+    old_view = {k: old_status.get(k) for k in comparable}
+    conditions_changed = [{k: v for k, v in c.items() if k != "lastTransitionTime"} for c in new["conditions"]] != [
+        {k: v for k, v in c.items() if k != "lastTransitionTime"} for c in old_status.get("conditions") or []]
+    if comparable != old_view or conditions_changed:
+        kube.patch_status(llmdeployment, namespace, name, new)
+    for score_name, value in decision.slo_scores:
+        metrics.SLO_SCORE.labels(namespace, name, score_name).set(value)
+    if decision.slo_scores:
+        met = sum(1 for _, v in decision.slo_scores if v <= 0)
+        metrics.SLO_ATTAINMENT.labels(namespace, name).set(met / len(decision.slo_scores))
+    metrics.BUDGET_LIMITED.labels(namespace, name).set(1 if decision.budget_limited else 0)
+    if changes:
+        kube.post_event(item.body, "Normal", "Scaled", f"{'; '.join(changes)}: {decision.reason}")
+    if not spot_ok and (old_status_condition(old_status, "SpotFallback") != "True"):
+        kube.post_event(item.body, "Warning", "SpotFallback", spot_why)
+
+
+def old_status_condition(old_status: dict, kind: str) -> str | None:
+    return next((c.get("status") for c in old_status.get("conditions") or [] if c.get("type") == kind), None)
+
+
+def _total(decision, attribute: str) -> int:
+    return sum(getattr(p, attribute) for p in decision.pools)

@@ -1,0 +1,160 @@
+"""Pure: map an LLMDeployment, its scheduler, its plan and a Prometheus snapshot onto the policies' inputs."""
+
+from __future__ import annotations
+
+from ..api.inferencescheduler import InferenceScheduler
+from ..api.llmdeployment import LLMDeployment
+from ..api.units import parse_duration, parse_target
+from ..planning.plan import DeploymentPlan
+from ..render import labels
+from .decide import (Constraints, FleetObservation, Objective, PolicySpec, PoolObservation, Prices,
+                     ScaleCondition, SLOTargets, ThresholdRules, Tuning)
+from .decide.types import SEED_SCALE_DOWN, SEED_SCALE_UP
+from .observe import Snapshot
+
+SCALE_TO_ZERO = "cost-optimization.llm-d.io/scale-to-zero"
+MAX_IDLE_MINUTES = "cost-optimization.llm-d.io/max-idle-minutes"
+DEFAULT_IDLE_S = 300.0
+# Objectives where more is better: their violation is (target - actual) / target.
+FLOOR_OBJECTIVES = {"tokens_per_second", "cost_efficient_throughput", "throughput"}
+OBJECTIVE_METRICS = {"ttft_p95": "ttft_p95", "itl_p95": "itl_p95", "request_latency_p95": "latency_p95",
+                     "tokens_per_second": "tokens_per_s", "gpu_utilization": "gpu_util"}
+
+
+def slo_policy(llmd: LLMDeployment, scheduler: InferenceScheduler | None):
+    """(objectives, scaling block, algorithm) in force: inline sloPolicy first, else the scheduler's."""
+    inline = llmd.spec.scheduling.slo_policy if llmd.spec.scheduling else None
+    if inline is not None:
+        algorithm = inline.scaling.algorithm if inline.scaling else None
+        return inline.objectives, inline.scaling, algorithm or "default"
+    policy = scheduler.spec.slo_policy if scheduler else None
+    if policy is None:
+        return [], None, "default"
+    return policy.objectives, policy.scaling, policy.scaling.algorithm if policy.scaling else "default"
+
+
+def policy_spec(llmd: LLMDeployment, scheduler: InferenceScheduler | None, plan: DeploymentPlan,
+                spot_available: bool, interval_s: float) -> PolicySpec:
+    objectives, scaling, _ = slo_policy(llmd, scheduler)
+    targets = {o.name: parse_target(o.target) for o in objectives}
+    slo = SLOTargets(ttft_p95_s=targets.get("ttft_p95", SLOTargets.ttft_p95_s),
+                     itl_p95_s=targets.get("itl_p95", SLOTargets.itl_p95_s))
+    limits = llmd.spec.scaling.constraints if llmd.spec.scaling and llmd.spec.scaling.constraints else None
+    pools = {p.role: p for p in plan.pools}
+    annotations = llmd.metadata.get("annotations") or {}
+    idle = None
+    if annotations.get(SCALE_TO_ZERO) == "true":
+        idle = float(annotations.get(MAX_IDLE_MINUTES, DEFAULT_IDLE_S / 60)) * 60
+    elif any(p.min_replicas == 0 for p in plan.pools):
+        idle = DEFAULT_IDLE_S
+    constraints = Constraints(
+        min_replicas=tuple((role, p.min_replicas) for role, p in pools.items()),
+        max_replicas=tuple((role, p.max_replicas) for role, p in pools.items()),
+        max_cost_per_hour=limits.max_cost_per_hour if limits else None,
+        max_cost_per_request=limits.max_cost_per_request if limits else None,
+        max_latency_p95_s=parse_duration(limits.max_latency_p95) if limits and limits.max_latency_p95 else None,
+        min_throughput_tokens_per_s=parse_target(limits.min_throughput) if limits and limits.min_throughput else None,
+        max_spot_ratio=min(p.spot.max_spot_ratio for p in plan.pools),
+        scale_to_zero_idle_s=idle,
+    )
+    per_replica = plan.tensor_parallel_size
+    prices = Prices(on_demand_per_hour=per_replica * (plan.price_on_demand or 0.0),
+                    spot_per_hour=per_replica * plan.price_spot if plan.price_spot is not None else None,
+                    spot_available=spot_available)
+    tuning = Tuning(interval_s=interval_s)
+    if scaling is not None and getattr(scaling, "scale_down_cooldown", None):
+        tuning = Tuning(interval_s=interval_s, scale_down_cooldown_s=parse_duration(scaling.scale_down_cooldown))
+    return PolicySpec(slo=slo, constraints=constraints, prices=prices, tuning=tuning,
+                      threshold=threshold_rules(objectives, scaling))
+
+
+def threshold_rules(objectives, scaling) -> ThresholdRules:
+    """The seed's threshold policy, read from the scheduler's conditions or the inline thresholds."""
+    rules = tuple(
+        Objective(name=o.name, target=parse_target(o.target), weight=o.weight,
+                  direction="floor" if o.name in FLOOR_OBJECTIVES else "ceiling",
+                  metric=OBJECTIVE_METRICS.get(o.name, ""))
+        for o in objectives
+    )
+    up, down = SEED_SCALE_UP, SEED_SCALE_DOWN
+    if scaling is not None and getattr(scaling, "scale_up_conditions", None):
+        up = tuple(ScaleCondition(slo_violation=c.slo_violation, cost_per_request=c.cost_per_request,
+                                  urgency=c.urgency, action=c.action) for c in scaling.scale_up_conditions)
+    if scaling is not None and getattr(scaling, "scale_down_conditions", None):
+        down = tuple(ScaleCondition(slo_violation=c.slo_violation, utilization_below=c.utilization_below,
+                                    min_idle_time_s=parse_duration(c.min_idle_time), action=c.action)
+                     for c in scaling.scale_down_conditions)
+    if scaling is not None and getattr(scaling, "scale_up_threshold", None) is not None:
+        up = (ScaleCondition(slo_violation=scaling.scale_up_threshold, urgency="normal"),)
+    if scaling is not None and getattr(scaling, "scale_down_threshold", None) is not None:
+        down = (ScaleCondition(slo_violation=-(1 - scaling.scale_down_threshold), min_idle_time_s=300.0),)
+    return ThresholdRules(objectives=rules, scale_up=up, scale_down=down)
+
+
+def observation(snapshot: Snapshot, namespace: str, name: str, plan: DeploymentPlan, workloads: list[dict],
+                now_s: float, interval_s: float, objective_values: dict[str, float], demand: float) -> FleetObservation:
+    """The deployment as the policies see it: live replicas from its Deployments, load from Prometheus."""
+    dep = snapshot.deployment.get((namespace, name), {})
+    pools = []
+    for pool in plan.pools:
+        mine = [w for w in workloads if w["metadata"]["labels"].get(labels.ROLE_LABEL) == pool.role]
+        counts = {c: 0 for c in labels.CAPACITY_TYPES}
+        ready = {c: 0 for c in labels.CAPACITY_TYPES}
+        for w in mine:
+            capacity = w["metadata"]["labels"].get(labels.CAPACITY_LABEL, "on-demand")
+            counts[capacity] += w["spec"].get("replicas") or 0
+            ready[capacity] += (w.get("status") or {}).get("readyReplicas") or 0
+        values = snapshot.pool.get((namespace, name, pool.role), {})
+        pools.append(PoolObservation(
+            role=pool.role, replicas_on_demand=counts["on-demand"], replicas_spot=counts["spot"],
+            ready_on_demand=ready["on-demand"], ready_spot=ready["spot"],
+            queue_depth=values.get("queue_depth"), running=values.get("running"), kv_usage=values.get("kv_usage"),
+            gpu_util=values.get("gpu_util"), tokens_per_s=values.get("pool_tokens_per_s"),
+        ))
+    running = sum(p.replicas for p in pools)
+    last = dep.get("last_sample_s")
+    fresh = snapshot.ok and (
+        running == 0  # nothing runs, so nothing to observe: that is not missing data
+        or (last is not None and snapshot.evaluated_at - last <= 3 * interval_s and "request_rate" in dep)
+    )
+    return FleetObservation(
+        time_s=now_s, pools=tuple(pools), request_rate=dep.get("request_rate"),
+        mean_input_tokens=dep.get("mean_input_tokens"), mean_output_tokens=dep.get("mean_output_tokens"),
+        ttft_p50_s=dep.get("ttft_p50_s"), ttft_p95_s=dep.get("ttft_p95_s"), itl_p50_s=dep.get("itl_p50_s"),
+        itl_p95_s=dep.get("itl_p95_s"), tokens_per_s=dep.get("tokens_per_s"), demand_signal=demand,
+        metrics_fresh=bool(fresh), objective_values=tuple(sorted(objective_values.items())),
+    )
+
+
+def spot_health(pods: list[dict], nodes: dict[str, dict], interruption_taints: list[str], now_s: float,
+                pending_grace_s: float = 60.0) -> tuple[bool, str]:
+    """(spot capacity usable, why not): spot pods unschedulable for a while, or their nodes going away."""
+    for pod in pods:
+        if pod["metadata"]["labels"].get(labels.CAPACITY_LABEL) != "spot":
+            continue
+        node_name = pod["spec"].get("nodeName")
+        if node_name:
+            node = nodes.get(node_name)
+            if node is None:
+                return False, f"node {node_name} of spot pod {pod['metadata']['name']} is gone"
+            if node["metadata"].get("deletionTimestamp"):
+                return False, f"spot node {node_name} is being deleted"
+            for taint in node["spec"].get("taints") or []:
+                if taint["key"] in interruption_taints:
+                    return False, f"spot node {node_name} is being drained ({taint['key']})"
+            continue
+        for cond in (pod.get("status") or {}).get("conditions") or []:
+            if cond.get("type") == "PodScheduled" and cond.get("status") == "False" and cond.get("reason") == "Unschedulable":
+                since = _epoch(cond.get("lastTransitionTime"))
+                if since is not None and now_s - since >= pending_grace_s:
+                    return False, f"spot pod {pod['metadata']['name']} unschedulable for {now_s - since:.0f}s: {cond.get('message', '')[:160]}"
+    return True, ""
+
+
+def _epoch(stamp) -> float | None:
+    from datetime import datetime
+    if not stamp:
+        return None
+    if hasattr(stamp, "timestamp"):
+        return stamp.timestamp()
+    return datetime.fromisoformat(str(stamp).replace("Z", "+00:00")).timestamp()
