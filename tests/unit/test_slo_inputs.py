@@ -1,0 +1,96 @@
+"""How the SLO loop reads the API: targets, constraints, prices, spot health, calculators."""
+
+from __future__ import annotations
+
+import pytest
+
+from llmd_operator.api.inferencescheduler import InferenceScheduler
+from llmd_operator.api.llmdeployment import LLMDeployment
+from llmd_operator.planning.plan import PlanOptions, plan_deployment
+from llmd_operator.slo import observe, policy_inputs
+from llmd_operator.slo.decide import policy_name
+from tests.conftest import seed_documents
+
+
+def llmd(spec: dict, annotations: dict | None = None) -> LLMDeployment:
+    return LLMDeployment.model_validate({"metadata": {"name": "chat", "namespace": "team", "annotations": annotations or {}},
+                                         "spec": spec})
+
+
+def test_seed_scheduler_maps_onto_the_threshold_rules_as_written():
+    body = next(d.body for d in seed_documents() if d.body["kind"] == "InferenceScheduler")
+    scheduler = InferenceScheduler.model_validate(body)
+    objectives, scaling, algorithm = policy_inputs.slo_policy(llmd({"model": {"name": "llama-3.1-8b"}, "schedulerName": "x"}), scheduler)
+    assert policy_name(algorithm) == "default"  # cost_aware_proportional is our default policy
+    rules = policy_inputs.threshold_rules(objectives, scaling)
+    assert [(o.name, o.target, o.weight, o.direction) for o in rules.objectives] == [
+        ("weighted_latency", 0.5, 0.4, "ceiling"),
+        ("cost_efficient_throughput", 75000.0, 0.3, "floor"),
+        ("gpu_cost_efficiency", 0.7, 0.3, "ceiling"),
+    ]
+    assert [(c.slo_violation, c.cost_per_request, c.urgency, c.action) for c in rules.scale_up] == [
+        (0.05, None, "normal", "add_replicas"), (0.15, None, "high", "add_replicas_fast"),
+        (None, 0.005, "low", "optimize_batching")]
+    assert [(c.slo_violation, c.utilization_below, c.min_idle_time_s) for c in rules.scale_down] == [
+        (-0.1, None, 300.0), (None, 0.4, 120.0)]
+
+
+def test_constraints_prices_and_scale_to_zero_come_from_spec_and_plan(catalog):
+    deployment = llmd({"model": {"name": "llama-3.1-8b"}, "schedulerName": "s",
+                       "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
+                       "resources": {"policies": {"spotPreference": "preferred", "maxSpotRatio": 0.5}},
+                       "scaling": {"mode": "scheduler_managed", "constraints": {
+                           "minReplicas": 0, "maxReplicas": 20, "maxCostPerHour": 50.0, "maxCostPerRequest": 0.005,
+                           "maxLatencyP95": "1000ms", "minThroughput": "100"}}},
+                      annotations={"cost-optimization.llm-d.io/scale-to-zero": "true",
+                                   "cost-optimization.llm-d.io/max-idle-minutes": "5"})
+    plan = plan_deployment(deployment, catalog, PlanOptions())
+    spec = policy_inputs.policy_spec(deployment, None, plan, spot_available=False, interval_s=30)
+    c = spec.constraints
+    assert (c.min_for("monolithic"), c.max_for("monolithic")) == (0, 20)
+    assert (c.max_cost_per_hour, c.max_cost_per_request, c.max_latency_p95_s, c.min_throughput_tokens_per_s) == (50.0, 0.005, 1.0, 100.0)
+    assert c.max_spot_ratio == 0.5 and c.scale_to_zero_idle_s == 300.0
+    assert spec.prices.on_demand_per_hour == pytest.approx(6.88) and spec.prices.spot_per_hour == pytest.approx(2.50)
+    assert spec.prices.spot_available is False
+
+
+def _pod(name, capacity, node=None, unschedulable_since=None):
+    pod = {"metadata": {"name": name, "labels": {"llm-d.io/capacity-type": capacity}}, "spec": {}, "status": {}}
+    if node:
+        pod["spec"]["nodeName"] = node
+    if unschedulable_since:
+        pod["status"]["conditions"] = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                        "lastTransitionTime": unschedulable_since, "message": "0/4 nodes are available"}]
+    return pod
+
+
+NODES = {"spot-a": {"metadata": {"name": "spot-a"}, "spec": {}},
+         "spot-b": {"metadata": {"name": "spot-b"}, "spec": {"taints": [{"key": "aws-node-termination-handler/spot-itn", "effect": "NoSchedule"}]}},
+         "spot-c": {"metadata": {"name": "spot-c", "deletionTimestamp": "2026-01-01T00:00:00Z"}, "spec": {}}}
+NOW = 1_800_000_000.0  # 2027-01-15T08:00:00Z
+
+
+@pytest.mark.parametrize("pods, usable, words", [
+    ([_pod("a", "spot", "spot-a")], True, ""),
+    ([_pod("a", "spot", "spot-b")], False, "being drained (aws-node-termination-handler/spot-itn)"),
+    ([_pod("a", "spot", "spot-c")], False, "being deleted"),
+    ([_pod("a", "spot", "gone")], False, "is gone"),
+    ([_pod("a", "spot", unschedulable_since="2027-01-15T07:58:00Z")], False, "unschedulable for 120s"),
+    ([_pod("a", "spot", unschedulable_since="2027-01-15T07:59:30Z")], True, ""),  # within the grace period
+    ([_pod("a", "on-demand", "spot-b")], True, ""),  # on-demand pods do not count
+], ids=["healthy", "drained", "deleted", "node-gone", "pending", "pending-briefly", "on-demand"])
+def test_spot_health(pods, usable, words):
+    ok, why = policy_inputs.spot_health(pods, NODES, ["aws-node-termination-handler/spot-itn"], NOW)
+    assert ok is usable and words in why
+
+
+def test_calculators_get_the_deployment_labels_and_lose_comments():
+    text = "# weighted latency\np95(request_duration_seconds{namespace=\"$namespace\", llm_d_deployment=\"$deployment\"})"
+    assert observe.substitute(text, "prod", "chat") == 'p95(request_duration_seconds{namespace="prod", llm_d_deployment="chat"})'
+
+
+def test_one_query_per_signal_covers_current_and_older_vllm_names():
+    queries = observe.queries("2m")
+    assert "vllm:inter_token_latency_seconds_bucket|vllm:time_per_output_token_seconds_bucket" in queries["itl_p95_s"][0].replace("\\", "")
+    assert "vllm:kv_cache_usage_perc|vllm:gpu_cache_usage_perc" in queries["kv_usage"][0].replace("\\", "")
+    assert all("llm_d_deployment" in q for q, _ in queries.values())
