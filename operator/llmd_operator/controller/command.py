@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
-import time
 
 import click
 
@@ -13,39 +11,6 @@ from ..planning.scheduler_ref import DEFAULT_HOME_NAMESPACE
 from .config import CONFIG
 
 CONVENTIONS = ["karpenter", "gke", "eks", "aks", "seed"]
-COST_TICK_SECONDS = 15
-
-
-def _run_slo_loop() -> None:
-    """Tick the SLO loop every --slo-interval seconds; a failed tick is logged and the next one runs."""
-    from ..slo import loop  # noqa: PLC0415
-    from . import reconcile  # noqa: PLC0415
-
-    log = logging.getLogger("llmd_operator.slo")
-    prometheus = loop.prometheus_client()
-    while True:
-        started = time.monotonic()
-        try:
-            for result in loop.tick(prometheus, reconcile.catalog()):
-                if result.get("changes"):
-                    log.info("%s: %s (%s)", result["deployment"], "; ".join(result["changes"]), result["reason"])
-        except Exception:  # noqa: BLE001
-            log.exception("SLO loop tick failed")
-        time.sleep(max(1.0, CONFIG.slo_interval_seconds - (time.monotonic() - started)))
-
-
-def _accumulate_cost() -> None:
-    """llm_cost_total grows by each deployment's $/hour for the time that passed."""
-    from . import metrics  # noqa: PLC0415
-
-    last = time.monotonic()
-    while True:
-        time.sleep(COST_TICK_SECONDS)
-        now = time.monotonic()
-        for sample in metrics.COST_PER_HOUR.collect()[0].samples:
-            hours = (now - last) / 3600
-            metrics.COST_TOTAL.labels(sample.labels["namespace"], sample.labels["deployment"]).inc(sample.value * hours)
-        last = now
 
 
 @click.command()
@@ -87,8 +52,6 @@ def run(namespaces, home_namespace, prometheus_url, prometheus_token_file, capac
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if metrics_port:
         start_http_server(metrics_port)
-    threading.Thread(target=_accumulate_cost, name="cost-accumulator", daemon=True).start()
-    threading.Thread(target=_run_slo_loop, name="slo-loop", daemon=True).start()
     kopf.run(
         standalone=peering is None,
         peering_name=peering,

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from ..api import inferencescheduler, llmdeployment
 from ..render import labels
-from . import kube, reconcile
+from . import kube, periodic, reconcile
 from .config import ANNOTATION_PREFIX
 
 LLMD = (llmdeployment.GROUP, llmdeployment.VERSION, llmdeployment.PLURAL)
@@ -84,3 +84,9 @@ def llmdeployment_seen(event, body, **_) -> None:
     for scheduler in kube.list_schedulers():
         if scheduler["metadata"]["name"] == body["spec"]["schedulerName"]:
             reconcile.scheduler_status(scheduler)
+
+
+@kopf.timer(*LLMD, interval=5.0)
+async def fleet_tick(**_) -> None:
+    """Any deployment's timer may start the fleet-wide tick; it runs once per --slo-interval."""
+    await periodic.maybe_tick()

@@ -12,7 +12,7 @@ from kubernetes.dynamic import DynamicClient
 
 from .. import __version__
 from ..api import inferencescheduler, llmdeployment
-from .config import FIELD_MANAGER
+from .config import CONFIG, FIELD_MANAGER
 from .drift import holds
 
 CHILD_KINDS = (
@@ -103,14 +103,25 @@ def get_llmdeployment(namespace: str, name: str) -> dict | None:
         raise
 
 
+def _list_custom(module, namespaces: list[str]) -> list[dict]:
+    """All objects of a kind: cluster-wide, or per namespace when the operator is namespaced (RBAC allows only that)."""
+    api = client.CustomObjectsApi(api_client())
+    if not namespaces:
+        return api.list_cluster_custom_object(module.GROUP, module.VERSION, module.PLURAL)["items"]
+    items = []
+    for namespace in dict.fromkeys(namespaces):
+        items += api.list_namespaced_custom_object(module.GROUP, module.VERSION, namespace, module.PLURAL)["items"]
+    return items
+
+
 def list_schedulers() -> list[dict]:
-    return client.CustomObjectsApi(api_client()).list_cluster_custom_object(
-        inferencescheduler.GROUP, inferencescheduler.VERSION, inferencescheduler.PLURAL)["items"]
+    # Schedulers are also looked up in the home namespace, which a namespaced operator may not watch.
+    namespaces = [*CONFIG.namespaces, CONFIG.home_namespace] if CONFIG.namespaces else []
+    return _list_custom(inferencescheduler, namespaces)
 
 
 def list_llmdeployments() -> list[dict]:
-    return client.CustomObjectsApi(api_client()).list_cluster_custom_object(
-        llmdeployment.GROUP, llmdeployment.VERSION, llmdeployment.PLURAL)["items"]
+    return _list_custom(llmdeployment, CONFIG.namespaces)
 
 
 def patch_status(module, namespace: str, name: str, status: dict) -> None:
