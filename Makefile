@@ -21,6 +21,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 test: venv
+	@e2e/ensure-prometheus.sh >/dev/null
 	@KUBECONFIG="$$(e2e/cluster.sh up | tail -n 1)" && export KUBECONFIG && \
 	  PATH="$$(e2e/cluster.sh bin-dir):$$PATH" && export PATH && \
 	  $(VENV)/bin/python -m pytest -q -p no:cacheprovider
@@ -29,6 +30,7 @@ unit: venv
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider tests/unit
 
 cluster-test: venv
+	@e2e/ensure-prometheus.sh >/dev/null
 	@KUBECONFIG="$$(e2e/cluster.sh up | tail -n 1)" && export KUBECONFIG && \
 	  PATH="$$(e2e/cluster.sh bin-dir):$$PATH" && export PATH && \
 	  $(VENV)/bin/python -m pytest -q -p no:cacheprovider tests/cluster

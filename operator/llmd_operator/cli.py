@@ -171,11 +171,11 @@ def _register_optional_commands() -> None:
     from .controller.command import run  # noqa: PLC0415  (kopf is imported only when needed)
 
     cli.add_command(run)
-    try:
-        from .sim.command import simulate  # noqa: PLC0415
-    except ImportError:
-        return
+    from .sim.command import simulate  # noqa: PLC0415
+    from .sim.live_command import simulate_live  # noqa: PLC0415
+
     cli.add_command(simulate)
+    cli.add_command(simulate_live)
 
 
 def main() -> None:

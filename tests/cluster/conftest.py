@@ -61,8 +61,9 @@ def free_port() -> int:
 class Operator:
     """`llmd-operator run` as a user starts it, with its log kept for failures."""
 
-    def __init__(self, log_dir: Path):
+    def __init__(self, log_dir: Path, extra_args: tuple[str, ...] = ()):
         self.log_dir = log_dir
+        self.extra_args = extra_args
         self.process: subprocess.Popen | None = None
         self.starts = 0
 
@@ -72,7 +73,7 @@ class Operator:
         self.log = self.log_dir / f"operator-{self.starts}.log"
         self.process = subprocess.Popen(
             [sys.executable, "-m", "llmd_operator.cli", "run", "--health-port", str(self.health_port),
-             "--metrics-port", str(self.metrics_port)],
+             "--metrics-port", str(self.metrics_port), *self.extra_args],
             stdout=self.log.open("w"), stderr=subprocess.STDOUT, env=os.environ.copy(),
         )
         wait_for(self._healthy, 60, "the operator's /healthz")

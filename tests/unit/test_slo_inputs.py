@@ -91,6 +91,29 @@ def test_calculators_get_the_deployment_labels_and_lose_comments():
 
 def test_one_query_per_signal_covers_current_and_older_vllm_names():
     queries = observe.queries("2m")
-    assert "vllm:inter_token_latency_seconds_bucket|vllm:time_per_output_token_seconds_bucket" in queries["itl_p95_s"][0].replace("\\", "")
-    assert "vllm:kv_cache_usage_perc|vllm:gpu_cache_usage_perc" in queries["kv_usage"][0].replace("\\", "")
+    itl = queries["itl_p95_s"][0]
+    assert "rate(vllm:inter_token_latency_seconds_bucket{" in itl and ") or (" in itl
+    assert "rate(vllm:time_per_output_token_seconds_bucket{" in itl
+    assert "avg by (namespace, llm_d_deployment, llm_d_role) (vllm:gpu_cache_usage_perc)" in queries["kv_usage"][0]
     assert all("llm_d_deployment" in q for q, _ in queries.values())
+
+
+SPOT_H100 = [{"key": "nvidia.com/gpu.product", "operator": "In", "values": ["H100"]},
+             {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["spot"]}]
+
+
+def _node(name, capacity, taint=None):
+    node = {"metadata": {"name": name, "labels": {"nvidia.com/gpu.product": "H100", "karpenter.sh/capacity-type": capacity}},
+            "spec": {}}
+    if taint:
+        node["spec"]["taints"] = [{"key": taint, "effect": "NoSchedule"}]
+    return node
+
+
+def test_spot_is_unavailable_while_every_spot_node_is_draining_and_returns_with_one():
+    taint = "karpenter.sh/disrupted"
+    draining = {"s1": _node("s1", "spot", taint), "s2": _node("s2", "spot", taint), "o1": _node("o1", "on-demand")}
+    ok, why = policy_inputs.spot_health([], draining, [taint], NOW, spot_node_expressions=SPOT_H100)
+    assert not ok and "no schedulable spot node" in why and "s1 is being drained (karpenter.sh/disrupted)" in why
+    returned = {**draining, "s3": _node("s3", "spot")}
+    assert policy_inputs.spot_health([], returned, [taint], NOW, spot_node_expressions=SPOT_H100) == (True, "")

@@ -277,6 +277,8 @@ class InlineSloScaling(ApiModel):
     """Most replicas."""
     interval: Duration = "30s"
     """How often the loop observes and decides."""
+    scale_down_cooldown: Duration = "2m"
+    """Least time between a scaling action and the next scale-down."""
     scheduler_config: SchedulerConfig | None = None
     """Hints for the request scheduler."""
 

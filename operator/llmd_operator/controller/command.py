@@ -29,10 +29,13 @@ CONVENTIONS = ["karpenter", "gke", "eks", "aks", "seed"]
 @click.option("--metrics-port", type=int, default=8080, show_default=True, help="Port of /metrics; 0 turns it off.")
 @click.option("--health-port", type=int, default=8081, show_default=True, help="Port of /healthz; 0 turns it off.")
 @click.option("--peering", default=None, help="Kopf peering name for leader election; default standalone.")
-@click.option("--slo-interval", type=float, default=30.0, show_default=True, help="Seconds between SLO loop ticks.")
+@click.option("--slo-interval", type=float, default=10.0, show_default=True,
+              help="Seconds between SLO loop ticks; each deployment is decided every sloPolicy.scaling.interval (at least this).")
+@click.option("--metrics-window", default="2m", show_default=True,
+              help="PromQL range for rates and latency quantiles, e.g. 1m; longer is steadier, shorter reacts sooner.")
 @click.option("-v", "--verbose", is_flag=True)
 def run(namespaces, home_namespace, prometheus_url, prometheus_token_file, capacity_convention, provider,
-        model_server_image, price_overrides_configmap, metrics_port, health_port, peering, slo_interval, verbose) -> None:
+        model_server_image, price_overrides_configmap, metrics_port, health_port, peering, slo_interval, metrics_window, verbose) -> None:
     """Run the operator: reconcile LLMDeployments and InferenceSchedulers (honours KUBECONFIG)."""
     import kopf  # noqa: PLC0415
     from prometheus_client import start_http_server  # noqa: PLC0415
@@ -48,6 +51,7 @@ def run(namespaces, home_namespace, prometheus_url, prometheus_token_file, capac
     CONFIG.model_server_image = model_server_image
     CONFIG.price_overrides_configmap = price_overrides_configmap
     CONFIG.slo_interval_seconds = slo_interval
+    CONFIG.metrics_window = metrics_window
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if metrics_port:

@@ -22,7 +22,8 @@ class OperatorConfig:
     prometheus_url: str | None = None
     prometheus_token_file: str | None = None
     price_overrides_configmap: str | None = None
-    slo_interval_seconds: float = 30.0
+    slo_interval_seconds: float = 10.0
+    metrics_window: str = "2m"
 
 
 CONFIG = OperatorConfig()

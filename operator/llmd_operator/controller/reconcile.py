@@ -19,7 +19,7 @@ from ..planning.plan import DeploymentPlan, PlanError, PlanOptions, plan_deploym
 from ..planning.scheduler_ref import resolve_scheduler
 from ..render import labels, render_children
 from . import kube, metrics, status
-from .config import CONFIG, SCALER_FIELD_MANAGER
+from .config import CONFIG
 
 log = logging.getLogger("llmd_operator.reconcile")
 _owner_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
@@ -139,12 +139,10 @@ def _reconcile(body: dict) -> Outcome:
     for child in desired:
         child["metadata"]["ownerReferences"] = [owner]
         existing = live.get((child["kind"], child["metadata"]["name"]))
+        _carry_loop_replicas(child, existing)
         done = kube.apply(child, existing)
         if done == "created":
             outcome.created.append(f"{child['kind']}/{child['metadata']['name']}")
-            initial = int(child["metadata"].get("annotations", {}).get("llm-d.io/initial-replicas", "0") or 0)
-            if child["kind"] == "Deployment" and child["metadata"]["annotations"].get("llm-d.io/replicas-owner") == "slo-loop":
-                kube.scale(namespace, child["metadata"]["name"], initial, SCALER_FIELD_MANAGER)
         elif done == "updated":
             outcome.updated.append(f"{child['kind']}/{child['metadata']['name']}")
     wanted = {(c["kind"], c["metadata"]["name"]) for c in desired}
@@ -195,6 +193,22 @@ def _reconcile(body: dict) -> Outcome:
             if note.startswith("quantization fallback"):
                 outcome.events.append(("Warning", "QuantizationFallback", note))
     return outcome
+
+
+def _carry_loop_replicas(child: dict, existing: dict | None) -> None:
+    """A loop-owned Deployment starts at its planned count, then keeps whatever the loop set.
+
+    Leaving replicas out would create it at the API default of 1 and, once applied with replicas,
+    reset it; carrying the live count keeps every apply a no-op for replicas. The loop scales under
+    the same per-object lock as this reconcile, so the live count cannot be stale here.
+    """
+    annotations = child["metadata"].get("annotations", {})
+    if child["kind"] != "Deployment" or annotations.get("llm-d.io/replicas-owner") != "slo-loop":
+        return
+    if existing is None:
+        child["spec"]["replicas"] = int(annotations.get("llm-d.io/initial-replicas", "0"))
+    else:
+        child["spec"]["replicas"] = existing["spec"].get("replicas", 0)
 
 
 # Status fields other parts of the operator own (the SLO loop); a reconcile carries them over untouched.

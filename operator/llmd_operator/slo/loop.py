@@ -23,6 +23,7 @@ from .profiles import ProfileError, default_profile, parse_profile_document
 
 log = logging.getLogger("llmd_operator.slo")
 STATE_SAVE_EVERY_S = 300.0  # the policy's history is saved at least this often, and on every action
+_last_decided: dict[str, float] = {}  # uid -> when the loop last decided for it
 
 
 @dataclass
@@ -100,15 +101,28 @@ def tick(prometheus, catalog, now_s: float | None = None) -> list[dict]:
     managed = managed_deployments(catalog)
     if not managed:
         return []
-    snapshot = observe.take_snapshot(prometheus) if prometheus else observe.Snapshot(ok=False, error="no --prometheus-url given")
+    snapshot = observe.take_snapshot(prometheus, CONFIG.metrics_window) if prometheus else observe.Snapshot(ok=False, error="no --prometheus-url given")
     nodes = {n["metadata"]["name"]: n for n in kube.resource("v1", "Node").get().to_dict()["items"]}
     results = []
     for item in managed:
+        uid = item.body["metadata"]["uid"]
+        if now_s - _last_decided.get(uid, float("-inf")) < _interval(item) - 0.5:
+            continue  # this deployment's own interval has not passed yet
+        _last_decided[uid] = now_s
         try:
             results.append(_tick_one(item, prometheus, snapshot, nodes, now_s, catalog))
         except Exception:  # noqa: BLE001 (one deployment's failure must not starve the others)
             log.exception("SLO loop failed for %s/%s", item.body["metadata"]["namespace"], item.body["metadata"]["name"])
     return results
+
+
+def _interval(item: Managed) -> float:
+    """The deployment's scaling interval (its sloPolicy's or scheduler's), never shorter than the tick."""
+    from ..api.units import parse_duration  # noqa: PLC0415
+
+    _, scaling, _ = policy_inputs.slo_policy(item.llmd, item.scheduler)
+    given = getattr(scaling, "interval", None)
+    return max(CONFIG.slo_interval_seconds, parse_duration(given) if given else CONFIG.slo_interval_seconds)
 
 
 def _tick_one(item: Managed, prometheus, snapshot, nodes, now_s: float, catalog) -> dict:
@@ -126,11 +140,15 @@ def _decide_and_act(item: Managed, prometheus, snapshot, nodes, now_s: float, ca
     namespace, name = meta["namespace"], meta["name"]
     old_status = item.body.get("status") or {}
     objectives, scaling, algorithm = policy_inputs.slo_policy(item.llmd, item.scheduler)
-    interval = CONFIG.slo_interval_seconds
+    interval = _interval(item)
     selector = labels.owned_selector(name)
     workloads = [c for c in kube.list_children(namespace, selector) if c["kind"] == "Deployment"]
     pods = kube.list_pods(namespace, selector)
-    spot_ok, spot_why = policy_inputs.spot_health(pods, nodes, catalog.conventions["interruption_taints"], now_s)
+    from ..render.placement import node_affinity_terms  # noqa: PLC0415
+
+    spot_nodes = node_affinity_terms(catalog, CONFIG.capacity_convention, item.plan.gpu.product, "spot")
+    spot_ok, spot_why = policy_inputs.spot_health(pods, nodes, catalog.conventions["interruption_taints"], now_s,
+                                                  spot_node_expressions=spot_nodes)
     spec = policy_inputs.policy_spec(item.llmd, item.scheduler, item.plan, spot_ok, interval)
     objective_values = {}
     demand = 0.0
@@ -226,7 +244,7 @@ def _record(item: Managed, decision, state, changes, spot_ok, spot_why, snapshot
         metrics.SLO_ATTAINMENT.labels(namespace, name).set(met / len(decision.slo_scores))
     metrics.BUDGET_LIMITED.labels(namespace, name).set(1 if decision.budget_limited else 0)
     if changes:
-        kube.post_event(item.body, "Normal", "Scaled", f"{'; '.join(changes)}: {decision.reason}")
+        kube.post_event(item.body, "Normal", "Scaled", f"{'; '.join(changes)}: {decision.reason or 'capacity-type split changed'}")
     if not spot_ok and (old_status_condition(old_status, "SpotFallback") != "True"):
         kube.post_event(item.body, "Warning", "SpotFallback", spot_why)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from dataclasses import dataclass, field
 
 from ..planning.plan import ENGINE
@@ -15,49 +14,45 @@ DEP, ROLE = LABELS["deployment"], LABELS["role"]
 ENTRY_ROLES = "monolithic|decode"  # requests complete, and are timed, on these pools
 
 
-def _names(signal: str) -> str:
-    """A __name__ matcher covering the metric's current and older vLLM names."""
-    return "|".join(re.escape(n) for n in ENGINE["vllm_metrics"][signal])
+def _either(signal: str, expression) -> str:
+    """`expression(name)` for each of the signal's metric names (current first), joined with `or`.
+
+    One query still, and no clash when a release exports the old and the new name side by side:
+    functions such as rate() drop the metric name, so a single __name__ regex would collide.
+    """
+    return " or ".join(f"({expression(name)})" for name in ENGINE["vllm_metrics"][signal])
 
 
 def queries(window: str) -> dict[str, tuple[str, tuple[str, ...]]]:
     """Signal -> (PromQL over all deployments, the labels its result is keyed by)."""
     by_dep, by_pool = ("namespace", DEP), ("namespace", DEP, ROLE)
     entry = f'{ROLE}=~"{ENTRY_ROLES}"'
+    dep, pool = f"namespace, {DEP}", f"namespace, {DEP}, {ROLE}"
 
-    def hist_quantile(q: float, signal: str) -> str:
-        return (f'histogram_quantile({q}, sum by (namespace, {DEP}, le) '
-                f'(rate({{__name__=~"{_bucket(signal)}", {entry}}}[{window}])))')
+    def quantile(q: float, signal: str) -> str:
+        return _either(signal, lambda n: f"histogram_quantile({q}, sum by ({dep}, le) (rate({n}_bucket{{{entry}}}[{window}])))")
 
-    def hist_mean(signal: str) -> str:
-        names = ENGINE["vllm_metrics"][signal]
-        total = "|".join(re.escape(n + "_sum") for n in names)
-        count = "|".join(re.escape(n + "_count") for n in names)
-        return (f'sum by (namespace, {DEP}) (rate({{__name__=~"{total}", {entry}}}[{window}])) / '
-                f'sum by (namespace, {DEP}) (rate({{__name__=~"{count}", {entry}}}[{window}]))')
+    def mean(signal: str) -> str:
+        return _either(signal, lambda n: f"sum by ({dep}) (rate({n}_sum{{{entry}}}[{window}])) / "
+                                         f"sum by ({dep}) (rate({n}_count{{{entry}}}[{window}]))")
 
     return {
-        "request_rate": (f'sum by (namespace, {DEP}) (rate({{__name__=~"{_names("request_success_total")}", {entry}}}[{window}]))', by_dep),
-        "mean_input_tokens": (hist_mean("prompt_tokens_hist"), by_dep),
-        "mean_output_tokens": (hist_mean("generation_tokens_hist"), by_dep),
-        "ttft_p50_s": (hist_quantile(0.5, "ttft_seconds"), by_dep),
-        "ttft_p95_s": (hist_quantile(0.95, "ttft_seconds"), by_dep),
-        "itl_p50_s": (hist_quantile(0.5, "itl_seconds"), by_dep),
-        "itl_p95_s": (hist_quantile(0.95, "itl_seconds"), by_dep),
-        "tokens_per_s": (f'sum by (namespace, {DEP}) (rate({{__name__=~"{_names("generation_tokens_total")}"}}[{window}]))', by_dep),
-        "queue_depth": (f'sum by (namespace, {DEP}, {ROLE}) ({{__name__=~"{_names("requests_waiting")}"}})', by_pool),
-        "running": (f'sum by (namespace, {DEP}, {ROLE}) ({{__name__=~"{_names("requests_running")}"}})', by_pool),
-        "kv_usage": (f'avg by (namespace, {DEP}, {ROLE}) ({{__name__=~"{_names("kv_cache_usage")}"}})', by_pool),
-        "gpu_util": (f'avg by (namespace, {DEP}, {ROLE}) ({{__name__=~"{_names("gpu_utilization")}"}}) / 100', by_pool),
-        "pool_tokens_per_s": (
-            f'sum by (namespace, {DEP}, {ROLE}) (rate({{__name__=~"{_names("generation_tokens_total")}|{_names("prompt_tokens_total")}"}}[{window}]))',
-            by_pool),
-        "last_sample_s": (f'max by (namespace, {DEP}) (timestamp({{__name__=~"{_names("requests_running")}"}}))', by_dep),
+        "request_rate": (_either("request_success_total", lambda n: f"sum by ({dep}) (rate({n}{{{entry}}}[{window}]))"), by_dep),
+        "mean_input_tokens": (mean("prompt_tokens_hist"), by_dep),
+        "mean_output_tokens": (mean("generation_tokens_hist"), by_dep),
+        "ttft_p50_s": (quantile(0.5, "ttft_seconds"), by_dep),
+        "ttft_p95_s": (quantile(0.95, "ttft_seconds"), by_dep),
+        "itl_p50_s": (quantile(0.5, "itl_seconds"), by_dep),
+        "itl_p95_s": (quantile(0.95, "itl_seconds"), by_dep),
+        "tokens_per_s": (_either("generation_tokens_total", lambda n: f"sum by ({dep}) (rate({n}[{window}]))"), by_dep),
+        "queue_depth": (_either("requests_waiting", lambda n: f"sum by ({pool}) ({n})"), by_pool),
+        "running": (_either("requests_running", lambda n: f"sum by ({pool}) ({n})"), by_pool),
+        "kv_usage": (_either("kv_cache_usage", lambda n: f"avg by ({pool}) ({n})"), by_pool),
+        "gpu_util": (_either("gpu_utilization", lambda n: f"avg by ({pool}) ({n}) / 100"), by_pool),
+        "pool_generation_tokens_per_s": (_either("generation_tokens_total", lambda n: f"sum by ({pool}) (rate({n}[{window}]))"), by_pool),
+        "pool_prompt_tokens_per_s": (_either("prompt_tokens_total", lambda n: f"sum by ({pool}) (rate({n}[{window}]))"), by_pool),
+        "last_sample_s": (_either("requests_running", lambda n: f"max by ({dep}) (timestamp({n}))"), by_dep),
     }
-
-
-def _bucket(signal: str) -> str:
-    return "|".join(re.escape(n + "_bucket") for n in ENGINE["vllm_metrics"][signal])
 
 
 @dataclass

@@ -109,7 +109,8 @@ def observation(snapshot: Snapshot, namespace: str, name: str, plan: DeploymentP
             role=pool.role, replicas_on_demand=counts["on-demand"], replicas_spot=counts["spot"],
             ready_on_demand=ready["on-demand"], ready_spot=ready["spot"],
             queue_depth=values.get("queue_depth"), running=values.get("running"), kv_usage=values.get("kv_usage"),
-            gpu_util=values.get("gpu_util"), tokens_per_s=values.get("pool_tokens_per_s"),
+            gpu_util=values.get("gpu_util"),
+            tokens_per_s=values.get("pool_prompt_tokens_per_s" if pool.role == "prefill" else "pool_generation_tokens_per_s"),
         ))
     running = sum(p.replicas for p in pools)
     last = dep.get("last_sample_s")
@@ -126,9 +127,37 @@ def observation(snapshot: Snapshot, namespace: str, name: str, plan: DeploymentP
     )
 
 
+def node_matches(node: dict, expressions: list[dict]) -> bool:
+    """Whether a node's labels satisfy node-affinity match expressions (In, NotIn, Exists, DoesNotExist)."""
+    node_labels = node["metadata"].get("labels") or {}
+    for e in expressions:
+        present, value = e["key"] in node_labels, node_labels.get(e["key"])
+        operator = e["operator"]
+        if (operator == "In" and value not in e["values"]) or (operator == "NotIn" and value in e["values"]) \
+                or (operator == "Exists" and not present) or (operator == "DoesNotExist" and present):
+            return False
+    return True
+
+
+def _draining(node: dict, interruption_taints: list[str]) -> str | None:
+    if node["metadata"].get("deletionTimestamp"):
+        return "is being deleted"
+    for taint in node["spec"].get("taints") or []:
+        if taint["key"] in interruption_taints:
+            return f"is being drained ({taint['key']})"
+    return None
+
+
 def spot_health(pods: list[dict], nodes: dict[str, dict], interruption_taints: list[str], now_s: float,
-                pending_grace_s: float = 60.0) -> tuple[bool, str]:
-    """(spot capacity usable, why not): spot pods unschedulable for a while, or their nodes going away."""
+                pending_grace_s: float = 60.0, spot_node_expressions: list[dict] | None = None) -> tuple[bool, str]:
+    """(spot capacity usable, why not): no schedulable spot node for the pool's GPU, spot pods unschedulable
+    for a while, or their nodes going away."""
+    if spot_node_expressions is not None:
+        candidates = [n for n in nodes.values() if node_matches(n, spot_node_expressions)]
+        usable = [n for n in candidates if _draining(n, interruption_taints) is None]
+        if not usable:
+            reasons = sorted({f"{n['metadata']['name']} {_draining(n, interruption_taints)}" for n in candidates})
+            return False, ("no schedulable spot node for this GPU" + (": " + "; ".join(reasons[:3]) if reasons else ""))
     for pod in pods:
         if pod["metadata"]["labels"].get(labels.CAPACITY_LABEL) != "spot":
             continue
@@ -137,11 +166,9 @@ def spot_health(pods: list[dict], nodes: dict[str, dict], interruption_taints: l
             node = nodes.get(node_name)
             if node is None:
                 return False, f"node {node_name} of spot pod {pod['metadata']['name']} is gone"
-            if node["metadata"].get("deletionTimestamp"):
-                return False, f"spot node {node_name} is being deleted"
-            for taint in node["spec"].get("taints") or []:
-                if taint["key"] in interruption_taints:
-                    return False, f"spot node {node_name} is being drained ({taint['key']})"
+            draining = _draining(node, interruption_taints)
+            if draining:
+                return False, f"spot node {node_name} {draining}"
             continue
         for cond in (pod.get("status") or {}).get("conditions") or []:
             if cond.get("type") == "PodScheduled" and cond.get("status") == "False" and cond.get("reason") == "Unschedulable":

@@ -1,0 +1,154 @@
+"""The SLO loop closed: a real Prometheus scrapes the live simulator of the pods the cluster runs, and the
+operator resizes the pool from what Prometheus says."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.cluster.conftest import Operator, apply, condition, free_port, get_json, kubectl, wait_for
+
+ITL_TARGET_S = 0.05
+SPOT_TAINT = "karpenter.sh/disrupted"
+
+
+class Prometheus:
+    def __init__(self, directory: Path, target_port: int):
+        self.directory, self.port = directory, free_port()
+        (directory / "prometheus.yml").write_text(yaml.safe_dump({
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "scrape_configs": [{"job_name": "vllm", "honor_labels": True,
+                                "static_configs": [{"targets": [f"127.0.0.1:{target_port}"]}]}],
+        }))
+        self.process = None
+
+    def start(self) -> None:
+        binary = subprocess.run(["e2e/ensure-prometheus.sh"], capture_output=True, text=True, check=True).stdout.strip()
+        self.log = (self.directory / "prometheus.log").open("a")
+        self.process = subprocess.Popen([binary, f"--config.file={self.directory / 'prometheus.yml'}",
+                                         f"--storage.tsdb.path={self.directory / 'data'}",
+                                         f"--web.listen-address=127.0.0.1:{self.port}"],
+                                        stdout=self.log, stderr=subprocess.STDOUT)
+        wait_for(lambda: self._get("/-/ready") is not None, 60, "Prometheus ready")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+
+    def _get(self, path: str):
+        try:
+            return urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5).read()
+        except OSError:
+            return None
+
+    def value(self, promql: str) -> float | None:
+        body = self._get("/api/v1/query?" + urllib.parse.urlencode({"query": promql}))
+        result = json.loads(body)["data"]["result"] if body else []
+        return float(result[0]["value"][1]) if result else None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@pytest.fixture
+def closed_loop(operator, namespace, tmp_path):
+    """The shared operator steps aside; one with Prometheus runs the loop on this namespace."""
+    operator.stop()
+    sim_port = free_port()
+    simulator = subprocess.Popen(
+        [sys.executable, "-m", "llmd_operator.cli", "simulate-live", "--namespace", namespace, "--rate", "1",
+         "--input-tokens", "1000", "--output-tokens", "200", "--port", str(sim_port)],
+        stdout=(tmp_path / "sim.log").open("w"), stderr=subprocess.STDOUT)
+    prometheus = Prometheus(tmp_path, sim_port)
+    prometheus.start()
+    loop_operator = Operator(tmp_path, ("--prometheus-url", prometheus.url, "--slo-interval", "3",
+                                        "--metrics-window", "15s", "--namespace", namespace))
+    loop_operator.start()
+    yield {"sim_port": sim_port, "prometheus": prometheus, "operator": loop_operator, "tmp": tmp_path}
+    loop_operator.stop()
+    prometheus.stop()
+    simulator.terminate()
+    simulator.wait(timeout=20)
+    for node in spot_nodes():
+        kubectl("taint", "node", node, f"{SPOT_TAINT}-", check=False)
+    operator.start()
+
+
+def spot_nodes() -> list[str]:
+    return [n["metadata"]["name"] for n in get_json("nodes", "-l",
+            "karpenter.sh/capacity-type=spot,nvidia.com/gpu.product=NVIDIA-H100-80GB-HBM3")["items"]]
+
+
+def set_rate(port: int, rate: float) -> None:
+    urllib.request.urlopen(f"http://127.0.0.1:{port}/load?rate={rate}", timeout=5).read()
+
+
+def pool(namespace: str) -> dict:
+    items = get_json("deploy", "-n", namespace, "-l", "llm-d.io/deployment=loop")["items"]
+    return {d["metadata"]["labels"]["llm-d.io/capacity-type"]: d["spec"].get("replicas", 0) for d in items}
+
+
+def test_load_steps_resize_the_pool_and_missing_metrics_hold_it(closed_loop, namespace):
+    prometheus, sim_port = closed_loop["prometheus"], closed_loop["sim_port"]
+    apply(namespace, {
+        "apiVersion": "inference.llm-d.io/v1alpha1", "kind": "LLMDeployment", "metadata": {"name": "loop"},
+        "spec": {"model": {"name": "llama-3.1-8b", "quantization": {"type": "fp8"}},
+                 "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
+                 "resources": {"policies": {"spotPreference": "preferred", "maxSpotRatio": 0.5}},
+                 "scheduling": {"sloPolicy": {
+                     "objectives": [{"name": "ttft_p95", "target": "500ms"}, {"name": "itl_p95", "target": "50ms"}],
+                     "scaling": {"minReplicas": 1, "maxReplicas": 8, "interval": "3s", "scaleDownCooldown": "15s"}}}}})
+    def metrics_available():
+        obj = get_json("llmd", "loop", "-n", namespace)
+        return condition(obj, "MetricsAvailable").get("status") == "True"
+    wait_for(metrics_available, 120, "MetricsAvailable=True from the live Prometheus")
+    low = sum(pool(namespace).values())
+    assert low >= 1
+
+    set_rate(sim_port, 60)  # a load step far above one replica's capacity
+    grown = wait_for(lambda: (lambda p: p if sum(p.values()) > low else None)(pool(namespace)), 120,
+                     "the pool to grow after the load step")
+    events = kubectl("get", "events", "-n", namespace, "--field-selector", "reason=Scaled").stdout
+    assert "monolithic/" in events
+    itl = 'histogram_quantile(0.95, sum by (le) (rate(vllm:inter_token_latency_seconds_bucket[15s])))'
+    wait_for(lambda: (lambda v: v is not None and v <= ITL_TARGET_S)(prometheus.value(itl)), 180,
+             "ITL p95 back under 50 ms after scaling up")
+    peak = sum(pool(namespace).values())
+    assert peak >= sum(grown.values())
+
+    set_rate(sim_port, 1)
+    wait_for(lambda: sum(pool(namespace).values()) < peak, 180, "the pool to shrink after the load drops")
+    assert sum(pool(namespace).values()) >= 1  # never below minReplicas
+
+    # Spot capacity is being reclaimed: the loop moves the pool's replicas to on-demand.
+    set_rate(sim_port, 30)
+    wait_for(lambda: pool(namespace).get("spot", 0) >= 1, 180, "spot replicas while spot is healthy")
+    for node in spot_nodes():
+        kubectl("taint", "node", node, f"{SPOT_TAINT}=true:NoSchedule", "--overwrite")
+    wait_for(lambda: pool(namespace).get("spot", 0) == 0 and pool(namespace).get("on-demand", 0) >= 1, 60,
+             "replicas to move to on-demand")
+    fallback = wait_for(lambda: (lambda c: c if c.get("status") == "True" else None)(
+        condition(get_json("llmd", "loop", "-n", namespace), "SpotFallback")), 30, "SpotFallback=True")
+    assert SPOT_TAINT in fallback["message"]
+    assert "SpotFallback" in kubectl("get", "events", "-n", namespace, "--field-selector", "reason=SpotFallback").stdout
+
+    # Prometheus goes away: replicas hold, and the condition says why.
+    held = pool(namespace)
+    prometheus.stop()
+    def missing():
+        cond = condition(get_json("llmd", "loop", "-n", namespace), "MetricsAvailable")
+        return cond if cond.get("status") == "False" else None
+    cond = wait_for(missing, 60, "MetricsAvailable=False once Prometheus is gone")
+    assert "Prometheus" in cond["message"] and "holding replicas" in cond["message"]
+    time.sleep(10)  # several loop intervals: nothing may move while blind
+    assert pool(namespace) == held
