@@ -171,11 +171,14 @@ def _register_optional_commands() -> None:
     from .controller.command import run  # noqa: PLC0415  (kopf is imported only when needed)
 
     cli.add_command(run)
+    from .profile.command import profile, profile_job  # noqa: PLC0415  (torch is imported only when profiling)
     from .sim.command import simulate  # noqa: PLC0415
     from .sim.live_command import simulate_live  # noqa: PLC0415
 
     cli.add_command(simulate)
     cli.add_command(simulate_live)
+    cli.add_command(profile)
+    cli.add_command(profile_job)
 
 
 def main() -> None:

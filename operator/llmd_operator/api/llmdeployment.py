@@ -77,6 +77,10 @@ class ModelArchitecture(ApiModel):
     """Experts per MoE layer; leave out for dense models."""
     experts_per_token: int | None = Field(default=None, gt=0)
     """Experts routed per token in an MoE layer."""
+    tied_embeddings: bool = False
+    """The LM head shares the input embedding's weights (tie_word_embeddings)."""
+    attention_bias: bool = False
+    """The q, k and v projections have biases (Qwen2)."""
 
 
 class QuantizationPrecision(ApiModel):
@@ -337,6 +341,22 @@ class RoutingSpec(ApiModel):
     """Decode routing rules."""
 
 
+ProfileFormat = Annotated[Literal["bf16", "fp8", "int8", "int4"], Field(description="A weight format: bf16, fp8, int8 or int4.")]
+
+
+class ProfilingSpec(ApiModel):
+    """Measure the model's memory and speed on its own GPU product with a Job, before the SLO loop sizes it."""
+
+    enabled: bool = False
+    """Run the profiler Job when ConfigMap <name>-capacity-profile does not exist yet."""
+    formats: list[ProfileFormat] = Field(default_factory=lambda: ["bf16", "int8", "int4"], max_length=4)
+    """Weight formats to measure."""
+    image: str | None = Field(default=None, max_length=512)
+    """Profiler image (the operator with its profile extra, on a CUDA base)."""
+    gpu_product: str | None = Field(default=None, max_length=128)
+    """GPU product to profile on; default the plan's."""
+
+
 class LLMDeploymentSpec(ApiModel):
     """Desired state of an LLMDeployment."""
 
@@ -365,6 +385,8 @@ class LLMDeploymentSpec(ApiModel):
     """Request scheduler and inline SLO policy."""
     routing: RoutingSpec | None = None
     """Routing between prefill and decode pools."""
+    profiling: ProfilingSpec | None = None
+    """In-cluster profiling of memory and throughput; its result becomes the SLO loop's capacity profile."""
 
 
 class Pool(ApiModel):

@@ -22,6 +22,12 @@ CHILD_KINDS = (
     ("v1", "Service"),
     ("v1", "ConfigMap"),
 )
+PROFILING_KINDS = (
+    ("batch/v1", "Job"),
+    ("v1", "ServiceAccount"),
+    ("rbac.authorization.k8s.io/v1", "Role"),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"),
+)
 _lock = threading.Lock()
 
 
@@ -46,11 +52,11 @@ def resource(api_version: str, kind: str):
     return dynamic().resources.get(api_version=api_version, kind=kind)
 
 
-def list_children(namespace: str, selector: dict[str, str]) -> list[dict]:
-    """Every child kind the operator creates, carrying the given labels."""
+def list_children(namespace: str, selector: dict[str, str], profiling: bool = False) -> list[dict]:
+    """Every child kind the operator creates, carrying the given labels (the profiler's kinds on request)."""
     label_selector = ",".join(f"{k}={v}" for k, v in selector.items())
     found = []
-    for api_version, kind in CHILD_KINDS:
+    for api_version, kind in CHILD_KINDS + (PROFILING_KINDS if profiling else ()):
         items = resource(api_version, kind).get(namespace=namespace, label_selector=label_selector).to_dict()["items"]
         for item in items:
             item.setdefault("apiVersion", api_version)

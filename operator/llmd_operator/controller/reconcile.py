@@ -18,6 +18,7 @@ from ..catalog import load_catalog
 from ..planning.plan import DeploymentPlan, PlanError, PlanOptions, plan_deployment
 from ..planning.scheduler_ref import resolve_scheduler
 from ..render import labels, render_children
+from ..render.profiling_job import configmap_name
 from . import kube, metrics, status
 from .config import CONFIG
 
@@ -99,7 +100,8 @@ def _reconcile(body: dict) -> Outcome:
                           model_server_image=CONFIG.model_server_image,
                           scheduler=scheduler.spec if scheduler else None)
     selector = labels.owned_selector(name)
-    live = {(c["kind"], c["metadata"]["name"]): c for c in kube.list_children(namespace, selector)}
+    profiling = bool(llmd.spec.profiling and llmd.spec.profiling.enabled)
+    live = {(c["kind"], c["metadata"]["name"]): c for c in kube.list_children(namespace, selector, profiling)}
     old_status = body.get("status") or {}
     conditions = []
     scheduler_ref = None
@@ -134,7 +136,8 @@ def _reconcile(body: dict) -> Outcome:
     if scheduler and scheduler.spec.cost_optimization and scheduler.spec.cost_optimization.spot_instance_policy:
         interruption = scheduler.spec.cost_optimization.spot_instance_policy.interruption
         drain = interruption.drain_timeout if interruption else None
-    desired = render_children(llmd, plan, the_catalog, CONFIG.capacity_convention, drain)
+    published = profiling and kube.get_configmap(namespace, configmap_name(name)) is not None
+    desired = render_children(llmd, plan, the_catalog, CONFIG.capacity_convention, drain, published)
     owner = owner_reference(body)
     for child in desired:
         child["metadata"]["ownerReferences"] = [owner]
@@ -147,11 +150,13 @@ def _reconcile(body: dict) -> Outcome:
             outcome.updated.append(f"{child['kind']}/{child['metadata']['name']}")
     wanted = {(c["kind"], c["metadata"]["name"]) for c in desired}
     for key, child in live.items():
+        if key == ("ConfigMap", configmap_name(name)):
+            continue  # the profiler's output: kept until the LLMDeployment goes
         if key not in wanted and _owned_by(child, meta["uid"]):
             kube.delete(child)
             outcome.pruned.append(f"{key[0]}/{key[1]}")
     if outcome.created or outcome.updated or outcome.pruned:
-        live = {(c["kind"], c["metadata"]["name"]): c for c in kube.list_children(namespace, selector)}
+        live = {(c["kind"], c["metadata"]["name"]): c for c in kube.list_children(namespace, selector, profiling)}
     workloads = [c for (kind, _), c in live.items() if kind == "Deployment"]
     pools = status.pool_status(plan, workloads)
     pods = kube.list_pods(namespace, selector) if any(p["readyReplicas"] < p["desiredReplicas"] for p in pools) else []
