@@ -153,3 +153,13 @@ def test_scheduler_spot_ratio_applies_to_its_deployments(catalog):
 def test_one_owner_per_replica_count(catalog, spec_extra, owner):
     plan = plan_deployment(llmd({"model": {"name": "llama-3.1-8b"}, **spec_extra}), catalog)
     assert plan.pools[0].replicas_owner == owner
+
+
+@pytest.mark.parametrize("operator, given, applied", [("Lt", "2.0", "2"), ("Lt", "1.5", "2"), ("Gt", "1.5", "1"), ("Gt", "3", "3")])
+def test_gt_lt_affinity_bounds_become_equivalent_integers(catalog, operator, given, applied):
+    expression = {"key": "cost-per-hour", "operator": operator, "values": [given]}
+    plan = plan_deployment(llmd({"model": {"name": "llama-3.1-8b"}, "affinity": {"nodeAffinity": {
+        "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 60, "preference": {"matchExpressions": [expression]}}]}}}), catalog)
+    preferred = plan.pools[0].affinity["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert preferred[0]["preference"]["matchExpressions"][0]["values"] == [applied]
+    assert any(f"{operator} {given} applied as {operator} {applied}" in n for n in plan.notes) is (given != applied)

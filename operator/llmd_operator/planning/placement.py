@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -67,3 +68,33 @@ def spot_split(
     if any(t.key in spot_taints for t in tolerations):
         return SpotSplit("preferred", preferred_ratio, "tolerations allow spot nodes")
     return SpotSplit("never", 0.0, "no spot preference given")
+
+
+def integer_bounds(affinity: dict | None) -> tuple[dict | None, list[str]]:
+    """Node-affinity Gt/Lt values as the integers Kubernetes requires, with the same meaning, and notes.
+
+    The scheduler compares Gt/Lt as integers and fails on "2.0". For integer label values, v < x holds
+    exactly when v < ceil(x), and v > x exactly when v > floor(x), so the rewrite selects the same nodes.
+    """
+    if not affinity or "nodeAffinity" not in affinity:
+        return affinity, []
+    fixed = copy.deepcopy(affinity)
+    node = fixed["nodeAffinity"]
+    terms = list((node.get("requiredDuringSchedulingIgnoredDuringExecution") or {}).get("nodeSelectorTerms") or [])
+    terms += [p.get("preference") or {} for p in node.get("preferredDuringSchedulingIgnoredDuringExecution") or []]
+    notes = []
+    for term in terms:
+        for expression in term.get("matchExpressions") or []:
+            operator, values = expression.get("operator"), expression.get("values") or []
+            if operator not in ("Gt", "Lt") or len(values) != 1:
+                continue
+            try:
+                number = float(values[0])
+            except ValueError:
+                continue
+            bound = math.ceil(number) if operator == "Lt" else math.floor(number)
+            if str(bound) != values[0]:
+                notes.append(f"affinity {expression['key']} {operator} {values[0]} applied as {operator} {bound} "
+                             "(Kubernetes compares Gt/Lt as integers)")
+                expression["values"] = [str(bound)]
+    return fixed, notes

@@ -16,7 +16,7 @@ from ..api.units import parse_quantity
 from ..catalog import Catalog, CatalogError, GpuProduct, ModelArchitecture, WeightScheme
 from ..catalog.loader import DATA
 from . import memory
-from .placement import SpotSplit, allowed_gpus, spot_split
+from .placement import SpotSplit, allowed_gpus, integer_bounds, spot_split
 
 ENGINE = yaml.safe_load((DATA / "engine.yaml").read_text())
 TENSOR_PARALLEL_SIZES = (1, 2, 4, 8)
@@ -188,6 +188,7 @@ class _PoolRequest:
     node_selector: dict[str, str]
     tolerations: list[Toleration]
     affinity: dict | None
+    affinity_notes: tuple[str, ...]
     max_num_seqs: int
     max_model_len: int
     batch_requested: bool
@@ -205,13 +206,15 @@ def _pool_requests(llmd: LLMDeployment, model: ModelArchitecture) -> list[_PoolR
         pool = getattr(serving, role, None) if mode == "disaggregated" else None
         seqs = (pool.batch_size if pool and pool.batch_size else None) or base_seqs
         length = (pool.max_sequence_length if pool and pool.max_sequence_length else None) or base_len
+        affinity, affinity_notes = integer_bounds((pool.affinity if pool and pool.affinity else None) or spec.affinity)
         requests.append(_PoolRequest(
             role=role,
             pool=pool,
             resources=(pool.resources if pool and pool.resources else None) or spec.resources,
             node_selector={**(spec.node_selector or {}), **((pool.node_selector if pool else None) or {})},
             tolerations=[*(spec.tolerations or []), *((pool.tolerations if pool else None) or [])],
-            affinity=(pool.affinity if pool and pool.affinity else None) or spec.affinity,
+            affinity=affinity,
+            affinity_notes=tuple(affinity_notes),
             max_num_seqs=seqs or ENGINE["default_max_num_seqs"],
             max_model_len=length or min(model.max_context, ENGINE["default_max_model_len"]),
             batch_requested=seqs is not None,
@@ -297,6 +300,8 @@ def plan_deployment(
     notes = []
     if scheme.weight_only and quantization == "fp8":
         notes.append(f"{gpu.product} has no FP8 tensor cores: fp8 runs weight-only (memory saving, no speed-up)")
+    for request in requests:
+        notes += [n for n in request.affinity_notes if n not in notes]
     if price and price.spot_estimated:
         notes.append(f"spot price for {gpu.product} is an estimate ({price.spot}/GPU-h = on-demand x spot_estimate_ratio)")
     pools = [
