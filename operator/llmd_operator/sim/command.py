@@ -1,0 +1,112 @@
+"""`llmd-operator simulate`: replay a request trace through a modelled fleet under a scaling policy.
+
+Registered into the main CLI with `cli.add_command(simulate)`; also `python -m llmd_operator.sim`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+
+import click
+
+from ..slo.profiles import ProfileError, default_profile, load_profile
+from .baselines import POLICY_NAMES
+from .run import config_for, run_policy
+from .trace import TraceError, load_trace
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "": 1.0}
+
+
+def parse_duration(text: str) -> float:
+    """'500ms' -> 0.5, '0.5s' -> 0.5, '90' -> 90, '2m' -> 120."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(ms|s|m|h)?\s*", str(text))
+    if not m:
+        raise click.BadParameter(f"not a duration: {text!r} (e.g. 500ms, 0.5s, 2m)")
+    return float(m.group(1)) * _UNITS[m.group(2) or ""]
+
+
+class Duration(click.ParamType):
+    name = "duration"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (int, float)):
+            return float(value)
+        try:
+            return parse_duration(value)
+        except click.BadParameter as e:
+            self.fail(str(e), param, ctx)
+
+
+def _table(summary: dict) -> str:
+    keys = ["policy", "requests", "gpu_hours", "cost_usd", "cost_on_demand_usd", "slo_attainment",
+            "ttft_p95_s", "itl_p95_s", "scale_events", "rate_note", "sim_wall_s"]
+    w = max(len(k) for k in keys)
+    return "\n".join(f"{k:<{w}}  {summary.get(k)}" for k in keys)
+
+
+@click.command("simulate")
+@click.option("--trace", "trace_path", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Azure LLM inference CSV or Mooncake JSONL (detected from the content).")
+@click.option("--policy", type=click.Choice(POLICY_NAMES), default="default", show_default=True)
+@click.option("--rate-multiplier", type=float, default=1.0, show_default=True,
+              help="Replay the trace this many times as fast.")
+@click.option("--rate-mode", type=click.Choice(["compress", "overlay"]), default="compress", show_default=True,
+              help="compress: divide arrival times (shorter run); overlay: overlay shifted copies (same duration).")
+@click.option("--ttft-slo", type=Duration(), default="0.5s", show_default=True, help="p95 TTFT target.")
+@click.option("--itl-slo", type=Duration(), default="50ms", show_default=True, help="p95 inter-token latency target.")
+@click.option("--model", default="llama-3.1-8b", show_default=True)
+@click.option("--quantization", default="fp8", show_default=True, help="bf16 | fp8 | int8 | int4")
+@click.option("--gpu", "gpu_product", default="NVIDIA-H100-80GB-HBM3", show_default=True,
+              help="GPU product (nvidia.com/gpu.product label).")
+@click.option("--tensor-parallel-size", "tp", type=int, default=1, show_default=True)
+@click.option("--profile", "profile_path", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="A CapacityProfile YAML instead of the shipped/derived default.")
+@click.option("--mode", type=click.Choice(["monolithic", "disaggregated"]), default="monolithic", show_default=True)
+@click.option("--interval", type=Duration(), default="30s", show_default=True, help="Control interval.")
+@click.option("--startup-delay", type=Duration(), default="90s", show_default=True,
+              help="Pod creation to ready; billed.")
+@click.option("--spot-interruptions", type=float, default=0.0, show_default=True,
+              help="Interruptions per spot replica-hour.")
+@click.option("--max-spot-ratio", type=float, default=0.0, show_default=True,
+              help="Share of replicas the cost-aware policies may put on spot.")
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--output", type=click.Choice(["json", "table"]), default="json", show_default=True)
+@click.option("--timeline/--no-timeline", default=False, show_default=True,
+              help="Include the per-interval timeline in the JSON.")
+def simulate(trace_path, policy, rate_multiplier, rate_mode, ttft_slo, itl_slo, model, quantization,
+             gpu_product, tp, profile_path, mode, interval, startup_delay, spot_interruptions,
+             max_spot_ratio, seed, output, timeline):
+    """Replay a request trace through modelled vLLM replicas under a scaling policy and print
+    GPU-hours, cost, SLO attainment and latency percentiles."""
+    try:
+        trace = load_trace(trace_path, rate_multiplier, rate_mode)
+        profile = (load_profile(profile_path, quantization) if profile_path
+                   else default_profile(model, gpu_product, quantization, tp))
+        cfg = config_for(profile, profile.gpu_product if profile_path else gpu_product,
+                         ttft_slo_s=ttft_slo, itl_slo_s=itl_slo, mode=mode,
+                         interval_s=interval, startup_delay_s=startup_delay,
+                         spot_interruptions_per_hour=spot_interruptions, seed=seed)
+    except (TraceError, ProfileError, OSError) as e:
+        raise click.ClickException(str(e)) from e
+    summary = run_policy(policy, trace, profile, cfg, max_spot_ratio=max_spot_ratio)
+    summary["model"] = profile.model
+    summary["quantization"] = profile.quantization
+    summary["gpu_product"] = profile.gpu_product
+    summary["tensor_parallel_size"] = profile.tensor_parallel_size
+    summary["profile_source"] = profile.source[:200]
+    if not timeline:
+        summary.pop("timeline", None)
+    if output == "json":
+        click.echo(json.dumps(summary, sort_keys=False))
+    else:
+        click.echo(_table(summary))
+
+
+def main() -> None:  # pragma: no cover
+    simulate(prog_name="llmd-operator simulate")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

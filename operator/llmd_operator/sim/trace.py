@@ -1,0 +1,145 @@
+"""Request traces: Azure LLM inference CSV and Mooncake JSONL, format detected from the file content.
+
+Azure (Splitwise, ISCA'24): header `TIMESTAMP,ContextTokens,GeneratedTokens`, TIMESTAMP wall clock
+(`2023-11-16 18:15:46.6805900`, 7 fractional digits). Mooncake (FAST'25): one JSON object a line,
+`timestamp` (ms from start), `input_length`, `output_length`, `hash_ids`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+
+OVERLAY_SPREAD_S = 60.0
+
+
+class TraceError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Request:
+    arrival_s: float
+    input_tokens: int
+    output_tokens: int
+
+
+@dataclass(frozen=True)
+class Trace:
+    name: str
+    format: str
+    requests: tuple[Request, ...]
+    rate_multiplier: float = 1.0
+    rate_mode: str = "compress"       # compress: time compressed; overlay: shifted copies overlaid
+
+    @property
+    def duration_s(self) -> float:
+        return self.requests[-1].arrival_s if self.requests else 0.0
+
+    def overlaid(self, multiplier: float) -> "Trace":
+        """Raise the rate by `multiplier` and keep the duration and the minute-scale shape of the load:
+        overlay k = ceil(multiplier) copies of the trace, copy j shifted by j * 60 / k seconds (wrapping
+        around the end), so the copies' requests interleave within each minute; a fractional last copy
+        keeps an evenly spaced fraction of its requests (deterministic)."""
+        if multiplier <= 0:
+            raise TraceError("rate multiplier must be > 0")
+        dur = self.duration_s + 1e-6
+        k = math.ceil(multiplier - 1e-9)
+        out = []
+        for j in range(k):
+            frac = min(1.0, multiplier - j)
+            shift = OVERLAY_SPREAD_S * j / k
+            step = 1.0 / frac if frac < 1.0 else 1.0
+            nxt = 0.0
+            for i, r in enumerate(self.requests):
+                if frac < 1.0:
+                    if i < nxt:
+                        continue
+                    nxt += step
+                out.append(Request((r.arrival_s + shift) % dur, r.input_tokens, r.output_tokens))
+        out.sort(key=lambda r: r.arrival_s)
+        return Trace(self.name, self.format, tuple(out), self.rate_multiplier * multiplier, "overlay")
+
+    def scaled(self, multiplier: float) -> "Trace":
+        """Compress time by `multiplier` (x4 = the same requests arriving 4x as fast)."""
+        if multiplier <= 0:
+            raise TraceError("rate multiplier must be > 0")
+        reqs = tuple(Request(r.arrival_s / multiplier, r.input_tokens, r.output_tokens) for r in self.requests)
+        return Trace(self.name, self.format, reqs, self.rate_multiplier * multiplier, "compress")
+
+
+def detect_format(path: str | Path) -> str:
+    with open(path, "r", encoding="utf-8") as f:
+        head = f.read(4096).lstrip()
+    if head.startswith("{"):
+        first = json.loads(head.splitlines()[0])
+        if {"timestamp", "input_length", "output_length"} <= set(first):
+            return "mooncake"
+        raise TraceError(f"{path}: JSONL without timestamp/input_length/output_length")
+    header = [h.strip() for h in head.splitlines()[0].split(",")] if head else []
+    if {"TIMESTAMP", "ContextTokens", "GeneratedTokens"} <= set(header):
+        return "azure"
+    raise TraceError(f"{path}: unknown trace format (expected Azure CSV with TIMESTAMP,ContextTokens,"
+                     "GeneratedTokens or Mooncake JSONL with timestamp,input_length,output_length)")
+
+
+def _parse_wallclock(s: str) -> float:
+    s = s.strip()
+    if "." in s:
+        main, frac = s.split(".", 1)
+        frac = (frac + "000000")[:6]
+        s = f"{main}.{frac}"
+        dt = datetime.strptime(s, "%Y-%m-%d %H:%M:%S.%f")
+    else:
+        dt = datetime.strptime(s, "%Y-%m-%d %H:%M:%S")
+    return dt.timestamp()
+
+
+def load_trace(path: str | Path, rate_multiplier: float = 1.0, rate_mode: str = "compress") -> Trace:
+    path = Path(path)
+    fmt = detect_format(path)
+    rows: list[tuple[float, int, int]] = []
+    if fmt == "azure":
+        with open(path, newline="", encoding="utf-8") as f:
+            for row in csv.DictReader(f):
+                rows.append((_parse_wallclock(row["TIMESTAMP"]), int(row["ContextTokens"]),
+                             int(row["GeneratedTokens"])))
+    else:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                if line.strip():
+                    o = json.loads(line)
+                    rows.append((float(o["timestamp"]) / 1000.0, int(o["input_length"]), int(o["output_length"])))
+    if not rows:
+        raise TraceError(f"{path}: no requests")
+    rows.sort(key=lambda r: r[0])
+    t0 = rows[0][0]
+    reqs = tuple(Request(t - t0, max(1, i), max(1, o)) for t, i, o in rows)
+    tr = Trace(path.stem, fmt, reqs)
+    if rate_multiplier == 1.0:
+        return tr
+    if rate_mode == "overlay":
+        return tr.overlaid(rate_multiplier)
+    if rate_mode != "compress":
+        raise TraceError(f"rate mode must be compress or overlay, not {rate_mode!r}")
+    return tr.scaled(rate_multiplier)
+
+
+def windows(trace: Trace, width_s: float) -> list[tuple[float, int, float, float]]:
+    """(window start, requests, mean input, mean output) per window of the trace."""
+    n = int(trace.duration_s // width_s) + 1
+    cnt = [0] * n
+    si = [0] * n
+    so = [0] * n
+    for r in trace.requests:
+        k = int(r.arrival_s // width_s)
+        cnt[k] += 1
+        si[k] += r.input_tokens
+        so[k] += r.output_tokens
+    return [(k * width_s, cnt[k], si[k] / cnt[k] if cnt[k] else 0.0, so[k] / cnt[k] if cnt[k] else 0.0)
+            for k in range(n)]

@@ -1,0 +1,44 @@
+"""Pure scaling policies: (observation, spec, capacity profile, remembered state) -> (Decision, state).
+
+    from llmd_operator.slo.decide import decide, PolicyState
+    decision, state = decide("default", observation, spec, profile, state)
+
+No I/O, no clock: time comes in `FleetObservation.time_s`. The same functions run in the operator's
+live loop and in the simulator. See docs/scaling-policies.md.
+"""
+
+from __future__ import annotations
+
+from ..profiles import CapacityProfile
+from . import hpa, model_based, threshold
+from .types import (ROLES, Constraints, Decision, FleetObservation, HPASpec, Objective, PolicySpec,
+                    PolicyState, PoolDecision, PoolObservation, Prices, ScaleCondition, SLOTargets,
+                    ThresholdRules, Tuning)
+
+POLICIES = {
+    "default": model_based.decide,
+    "threshold": threshold.decide,
+    "hpa": hpa.decide,
+}
+# the seed's `scaling.algorithm` values and other spellings
+ALIASES = {"cost_aware_proportional": "default", "model_based": "default", "": "default",
+           "slo_threshold": "threshold", "seed": "threshold", "utilization": "hpa"}
+
+
+def policy_name(algorithm: str | None) -> str:
+    """The policy an InferenceScheduler's `spec.sloPolicy.scaling.algorithm` selects; unknown or
+    absent values select the default."""
+    a = (algorithm or "").strip().lower()
+    a = ALIASES.get(a, a)
+    return a if a in POLICIES else "default"
+
+
+def decide(algorithm: str | None, observation: FleetObservation, spec: PolicySpec,
+           profile: CapacityProfile | None, state: PolicyState | None = None) -> tuple[Decision, PolicyState]:
+    """Run the named policy. Returns the decision and the updated state (persist `state.to_json()`)."""
+    return POLICIES[policy_name(algorithm)](observation, spec, profile, state or PolicyState())
+
+
+__all__ = ["decide", "policy_name", "POLICIES", "ROLES", "Constraints", "Decision", "FleetObservation",
+           "HPASpec", "Objective", "PolicySpec", "PolicyState", "PoolDecision", "PoolObservation", "Prices",
+           "ScaleCondition", "SLOTargets", "ThresholdRules", "Tuning"]

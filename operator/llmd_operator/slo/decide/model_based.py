@@ -1,0 +1,264 @@
+"""The default policy: model-based and cost-aware.
+
+Every tick:
+1. hold when metrics are missing, stale or NaN (never scale on missing data);
+2. remember (time, request rate, mean input, mean output) and predict the load at the end of the
+   prediction horizon (pod start-up + one interval): max(last, EWMA, linear trend extrapolated), plus
+   Poisson headroom (z * sqrt(rate / interval)) and a proportional headroom;
+3. correct the capacity profile by observed / predicted latency (bounded, smoothed), per pool;
+4. turn the predicted load into replicas per pool with the profile (capacity.replicas_for_load);
+5. scale up at once; scale down only when N-1 replicas would still run below `scale_down_margin` of
+   their SLO capacity at the load seen now AND the prediction allows it, at most `max_scale_down_step`
+   of the pool per decision, not within the cooldown;
+6. min/max, maxCostPerHour / maxCostPerRequest (BudgetLimited with numbers), spot split by $/token.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+from ..profiles import CapacityProfile
+from . import capacity
+from .common import finish, fmt_rate, hold, metrics_problem, scale_to_zero, spot_split
+from .types import FleetObservation, PolicySpec, PolicyState, SLOTargets, _finite
+
+NAME = "default"
+
+
+def _ewma(values: list[float], alpha: float) -> float:
+    e = values[0]
+    for v in values[1:]:
+        e = alpha * v + (1 - alpha) * e
+    return e
+
+
+def _slope(points: list[tuple[float, float]]) -> float:
+    if len(points) < 3:
+        return 0.0
+    n = len(points)
+    mt = sum(t for t, _ in points) / n
+    mv = sum(v for _, v in points) / n
+    den = sum((t - mt) ** 2 for t, _ in points)
+    return 0.0 if den <= 0 else sum((t - mt) * (v - mv) for t, v in points) / den
+
+
+def predict_series(points: list[list[float]], now: float, tn) -> float:
+    """max(last, EWMA, last + rising trend x horizon) of a [t, value] series."""
+    vals = [v for _, v in points]
+    last = vals[-1]
+    recent = [(t, v) for t, v in points if t >= now - tn.trend_window_s]
+    slope = max(0.0, _slope(recent))
+    return max(last, _ewma(vals, tn.ewma_alpha), last + tn.trend_gain * slope * (tn.startup_delay_s + tn.interval_s))
+
+
+def predict(history: list[list[float]], now: float, spec: PolicySpec) -> tuple[float, float, float]:
+    """(rate, mean_in, mean_out) to plan for at now + horizon."""
+    tn = spec.tuning
+    horizon = tn.startup_delay_s + tn.interval_s
+    rates = [h[1] for h in history]
+    last = rates[-1]
+    ew = _ewma(rates, tn.ewma_alpha)
+    recent = [(h[0], h[1]) for h in history if h[0] >= now - tn.trend_window_s]
+    slope = max(0.0, _slope(recent))          # only rising trends add capacity
+    trend = last + tn.trend_gain * slope * horizon
+    peak = max(h[1] for h in history if h[0] >= now - tn.peak_window_s)
+    base = max(last, ew, trend, peak * tn.peak_weight)
+    noise = tn.noise_z * math.sqrt(max(base, 0.0) / max(tn.interval_s, 1.0))
+    rate = base * (1 + tn.headroom) + noise
+    ins = [h[2] for h in history if h[2] > 0] or [1.0]
+    outs = [h[3] for h in history if h[3] > 0] or [1.0]
+    mean_in = _ewma(ins, tn.ewma_alpha)
+    mean_out = _ewma(outs, tn.ewma_alpha)
+    return rate, mean_in, mean_out
+
+
+def effective_slo(spec: PolicySpec, mean_out: float) -> SLOTargets:
+    slo, c = spec.slo, spec.constraints
+    ttft, itl = slo.ttft_p95_s, slo.itl_p95_s
+    if c.max_latency_p95_s is not None and mean_out > 1:
+        # maxLatencyP95 bounds the end-to-end latency: TTFT + output x ITL
+        ttft = min(ttft, c.max_latency_p95_s * 0.5)
+        itl = min(itl, (c.max_latency_p95_s - ttft) / mean_out)
+    return SLOTargets(ttft_p95_s=max(ttft, 1e-3), itl_p95_s=max(itl, 1e-4))
+
+
+def _update_correction(obs: FleetObservation, spec: PolicySpec, state: PolicyState,
+                       profile: CapacityProfile, slo: SLOTargets) -> dict[str, float]:
+    """Observed / predicted latency per pool, bounded and smoothed (as Dynamo's correction factors):
+    the observed median (per-request mean ITL; TTFT) against the model's mean step / prefill time at
+    the load the pool carries now. Medians, not p95s: the model predicts means; the SLO margins in
+    Tuning cover the tail."""
+    tn = spec.tuning
+    corr = dict(state.extra.get("correction", {}))
+    rate, mi, mo = obs.request_rate or 0.0, obs.mean_input_tokens, obs.mean_output_tokens
+    if not (rate > 0 and _finite(mi) and _finite(mo)):
+        return {p.role: corr.get(p.role, 1.0) for p in obs.pools}
+    for p in obs.pools:
+        k = corr.get(p.role, 1.0)
+        ready = p.ready
+        if ready <= 0:
+            continue
+        ratio = None
+        if p.role in ("monolithic", "decode") and _finite(obs.itl_p50_s) and obs.itl_p50_s > 0:
+            if p.role == "monolithic":
+                step, _, _ = capacity.monolithic_steady_state(profile, rate / ready, mi, mo, tn, 1.0)
+            else:
+                ctx = mi + mo / 2
+                batch = rate / ready * mo * profile.decode_base_ms / 1000
+                for _ in range(20):
+                    step = profile.decode_step_ms(max(1.0, batch), ctx)
+                    batch = rate / ready * mo * step / 1000
+            # only a loaded pool says something about capacity at the SLO edge
+            if math.isfinite(step) and step > tn.correction_min_load * slo.itl_p95_s * 1000:
+                ratio = obs.itl_p50_s * 1000 / step
+        elif p.role == "prefill" and tn.prefill_correction and _finite(obs.ttft_p50_s) and obs.ttft_p50_s > 0:
+            pred = (profile.prompt_prefill_ms(mi, tn.prefill_chunk_tokens) / 1000
+                    + capacity.kv_transfer_s(profile, mi, tn.kv_transfer_bytes_per_s))
+            ratio = obs.ttft_p50_s / pred if pred > 0 else None
+            # prompt lengths are skewed: the median TTFT sits below the mean prompt's prefill time
+            # even when the model is right, so for this pool observation only ever raises it
+            if ratio is not None:
+                ratio = max(1.0, ratio)
+        if ratio is not None and math.isfinite(ratio):
+            # deadband: the median per-request latency sits above the model's mean step by a
+            # load-dependent amount even when the model is right; only errors beyond it count
+            db = tn.correction_deadband
+            ratio = ratio / db if ratio > db else ratio * db if ratio < 1 / db else 1.0
+            ratio = min(tn.correction_max, max(tn.correction_min, ratio))
+            k = (1 - tn.correction_alpha) * k + tn.correction_alpha * ratio
+        corr[p.role] = k
+    state.extra["correction"] = corr
+    return {p.role: corr.get(p.role, 1.0) for p in obs.pools}
+
+
+def decide(obs: FleetObservation, spec: PolicySpec, profile: CapacityProfile | None,
+           state: PolicyState) -> tuple:
+    state = state.copy()
+    z = scale_to_zero(obs, spec, state, NAME)
+    if z is not None:
+        return z
+    why = metrics_problem(obs, ("request_rate",))
+    if not why and obs.request_rate > 0:
+        why = metrics_problem(obs, ("mean_input_tokens", "mean_output_tokens"))
+    if why:
+        return hold(obs, NAME, state, why)
+    if not (_finite(obs.mean_input_tokens) and _finite(obs.mean_output_tokens)):
+        # no requests, so the length histograms are 0/0: keep the last lengths seen
+        last = state.history[-1] if state.history else [0.0, 0.0, 1.0, 1.0]
+        obs = replace(obs, mean_input_tokens=last[2], mean_output_tokens=last[3])
+    if profile is None:
+        return hold(obs, NAME, state, "no capacity profile for this model and GPU")
+    tn = spec.tuning
+    state.extra.setdefault("first_seen_s", obs.time_s)   # no scale-down before a cooldown of history
+    keep_s = max(tn.trend_window_s, tn.peak_window_s) + tn.interval_s
+    state.history.append([obs.time_s, float(obs.request_rate), float(obs.mean_input_tokens),
+                          float(obs.mean_output_tokens)])
+    state.history = [h for h in state.history if h[0] >= obs.time_s - keep_s]
+    rate, mean_in, mean_out = predict(state.history, obs.time_s, spec)
+    slo = effective_slo(spec, mean_out)
+    corr = _update_correction(obs, spec, state, profile, slo)
+    mode = obs.mode
+    targets, reasons, actions = {}, {}, {}
+    hist = state.extra.setdefault("need_history", {})
+    for p in obs.pools:
+        k = corr.get(p.role, 1.0)
+        need = capacity.replicas_for_load(profile, mode, rate, mean_in, mean_out, slo, tn, k)[p.role]
+        now_need = capacity.replicas_for_load(profile, mode, obs.request_rate, obs.mean_input_tokens,
+                                              obs.mean_output_tokens, slo, tn, k)[p.role]
+        if tn.predict_work and math.isfinite(now_need):
+            # the work itself (replicas the load seen now needs) also gets the trend treatment: it
+            # moves with prompt/output lengths as well as with the request rate
+            h = [x for x in hist.get(p.role, []) if x[0] >= obs.time_s - keep_s] + [[obs.time_s, now_need]]
+            hist[p.role] = h
+            work = predict_series(h, obs.time_s, tn)
+            per_replica = obs.request_rate / now_need if now_need > 0 else 0.0
+            noise = (tn.noise_z * math.sqrt(max(obs.request_rate, 0.0) / max(tn.interval_s, 1.0))
+                     / per_replica) if per_replica > 0 else 0.0
+            need = max(need, work * (1 + tn.headroom) + noise)
+        if not math.isfinite(need):
+            targets[p.role] = spec.constraints.max_for(p.role)
+            reasons[p.role] = (f"one replica cannot meet TTFT {slo.ttft_p95_s:g} s / ITL "
+                               f"{slo.itl_p95_s * 1000:g} ms at {mean_in:.0f}/{mean_out:.0f} tokens; at max")
+            continue
+        # SLO already violated: the model is optimistic right now; add what the overshoot says
+        over = _overshoot(obs, p.role, slo)
+        if over > 1.0:
+            need = max(need, now_need * min(tn.overload_boost_max, over), p.ready + 1)
+        want = max(0, math.ceil(need - 1e-9))
+        # spare capacity against spot interruptions: the replicas that will run on spot, times the
+        # share we keep in reserve (itself on spot, so cheap); a lost node then costs no SLO
+        n_spot = spot_split(want, spec.prices, spec.constraints.max_spot_ratio)
+        if n_spot and tn.spot_spare_fraction > 0:
+            want += math.ceil(n_spot * tn.spot_spare_fraction - 1e-9)
+        if spec.constraints.min_throughput_tokens_per_s:
+            per = capacity.decode_rate_per_replica(profile, mean_in, mean_out, slo, tn, k) * mean_out
+            if per > 0 and p.role in ("monolithic", "decode"):
+                want = max(want, math.ceil(spec.constraints.min_throughput_tokens_per_s / per))
+        cur = p.replicas
+        # scale-down stabilization: the highest recommendation of the last scale_down_window_s
+        # (a load that rose within it would need a start-up delay to be served again)
+        wants = state.extra.setdefault("wants", {})
+        recent = [w for w in wants.get(p.role, []) if w[0] > obs.time_s - tn.scale_down_window_s]
+        recent.append([obs.time_s, want])
+        wants[p.role] = recent
+        stable_want = max(w[1] for w in recent)
+        tokens = rate * (mean_in if p.role == "prefill" else mean_out)
+        kind = "prompt" if p.role == "prefill" else "output"
+        latency = _latency_words(obs, p.role, spec.slo)
+        if want > cur:
+            targets[p.role] = want
+            actions[p.role] = "scale_up"
+            reasons[p.role] = (f"{p.role} {cur}->{want}: {latency}predicted {fmt_rate(rate)} req/s, "
+                               f"{fmt_rate(tokens)} {kind} tok/s (correction x{k:.2f})")
+        elif want < cur:
+            since = max(state.last_scale_up_s.get(p.role, -1e18), state.last_scale_down_s.get(p.role, -1e18),
+                        state.extra.get("first_seen_s", obs.time_s))
+            # N-1 test at the load seen now, with margin
+            n_minus_1_ok = now_need <= (cur - 1) * tn.scale_down_margin
+            if obs.time_s - since < tn.scale_down_cooldown_s:
+                targets[p.role] = cur
+                reasons[p.role] = f"{p.role}: holding {cur} (scale-down cooldown)"
+            elif stable_want >= cur:
+                targets[p.role] = cur
+                reasons[p.role] = (f"{p.role}: holding {cur} (needed {stable_want} within the last "
+                                   f"{tn.scale_down_window_s:.0f} s)")
+            elif not n_minus_1_ok:
+                targets[p.role] = cur
+                reasons[p.role] = (f"{p.role}: holding {cur} ({cur - 1} would run at "
+                                   f"{now_need / max(cur - 1, 1):.0%} of SLO capacity)")
+            else:
+                step = max(1, math.floor(cur * tn.max_scale_down_step))
+                floor_now = math.ceil(now_need / tn.scale_down_margin - 1e-9)
+                t = max(stable_want, cur - step, floor_now)
+                targets[p.role] = min(cur, t)
+                actions[p.role] = "scale_down"
+                reasons[p.role] = (f"{p.role} {cur}->{targets[p.role]}: {latency}predicted "
+                                   f"{fmt_rate(rate)} req/s needs {need:.1f} replicas")
+        else:
+            targets[p.role] = cur
+            reasons[p.role] = ""
+    predicted = {"request_rate": round(rate, 3), "mean_input_tokens": round(mean_in, 1),
+                 "mean_output_tokens": round(mean_out, 1)}
+    predicted.update({f"correction_{r}": round(v, 3) for r, v in corr.items()})
+    return finish(obs, spec, state, NAME, targets, reasons, actions, predicted=predicted)
+
+
+def _overshoot(obs: FleetObservation, role: str, slo: SLOTargets) -> float:
+    """max(observed p95 / target) over the latencies this pool drives (0 when unknown)."""
+    vals = []
+    if role in ("monolithic", "decode") and _finite(obs.itl_p95_s):
+        vals.append(obs.itl_p95_s / slo.itl_p95_s)
+    if role in ("monolithic", "prefill") and _finite(obs.ttft_p95_s):
+        vals.append(obs.ttft_p95_s / slo.ttft_p95_s)
+    return max(vals, default=0.0)
+
+
+def _latency_words(obs: FleetObservation, role: str, slo: SLOTargets) -> str:
+    if role in ("monolithic", "decode") and _finite(obs.itl_p95_s):
+        rel = ">" if obs.itl_p95_s > slo.itl_p95_s else "<="
+        return f"ITL p95 {obs.itl_p95_s * 1000:.0f} ms {rel} {slo.itl_p95_s * 1000:.0f} ms target, "
+    if role == "prefill" and _finite(obs.ttft_p95_s):
+        rel = ">" if obs.ttft_p95_s > slo.ttft_p95_s else "<="
+        return f"TTFT p95 {obs.ttft_p95_s * 1000:.0f} ms {rel} {slo.ttft_p95_s * 1000:.0f} ms target, "
+    return ""

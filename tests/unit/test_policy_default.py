@@ -1,0 +1,147 @@
+"""The default (model-based, cost-aware) policy on tables of observations."""
+
+import pytest
+
+from llmd_operator.slo.decide import (Constraints, FleetObservation, PolicySpec, PolicyState, PoolObservation,
+                                      Prices, SLOTargets, decide)
+from llmd_operator.slo.decide import capacity
+from llmd_operator.slo.profiles import default_profile
+
+PROFILE = default_profile("llama-3.1-8b", "NVIDIA-H100-80GB-HBM3", "fp8")
+SPEC = PolicySpec(slo=SLOTargets(0.5, 0.05), constraints=Constraints(default_max_replicas=50),
+                  prices=Prices(6.88, 2.5))
+
+
+def mono(t, rate, n, itl=0.02, ttft=0.2, ready=None, itl50=-1.0):
+    ready = n if ready is None else ready
+    p = PoolObservation(role="monolithic", replicas_on_demand=n, ready_on_demand=ready, queue_depth=0.0,
+                        running=rate * 3, kv_usage=0.2, gpu_util=0.8)
+    return FleetObservation(time_s=t, pools=(p,), request_rate=rate, mean_input_tokens=1000.0,
+                            mean_output_tokens=200.0, ttft_p50_s=ttft / 3, ttft_p95_s=ttft,
+                            itl_p50_s=itl / 2 if itl50 == -1.0 else itl50, itl_p95_s=itl)
+
+
+def per_replica():
+    return capacity.monolithic_rate_per_replica(PROFILE, 1000, 200, SPEC.slo, SPEC.tuning)
+
+
+@pytest.mark.parametrize("load_in_replicas,current", [(0.5, 1), (2.5, 2), (5.5, 3), (9.5, 10)])
+def test_targets_cover_the_load_with_the_capacity_model(load_in_replicas, current):
+    rate = load_in_replicas * per_replica()
+    d, _ = decide("default", mono(0.0, rate, current), SPEC, PROFILE, PolicyState())
+    t = d.pools[0].target
+    assert t >= max(current if t >= current else 0, load_in_replicas)
+    assert t <= load_in_replicas * 1.3 + 1 or t == current
+
+
+def test_scale_up_reason_has_the_numbers():
+    d, _ = decide("default", mono(0.0, 4 * per_replica(), 2, itl=0.062), SPEC, PROFILE, PolicyState())
+    r = d.pools[0]
+    assert r.target > 2 and r.action == "scale_up"
+    assert r.reason.startswith("monolithic 2->")
+    assert "ITL p95 62 ms > 50 ms target" in r.reason and "req/s" in r.reason
+
+
+def test_latency_violation_adds_capacity_beyond_the_model():
+    rate = 1.5 * per_replica()
+    calm, _ = decide("default", mono(0.0, rate, 2), SPEC, PROFILE, PolicyState())
+    hot, _ = decide("default", mono(0.0, rate, 2, itl=0.09), SPEC, PROFILE, PolicyState())
+    assert hot.pools[0].target > calm.pools[0].target
+
+
+def run(seq, start_n, state=None, spec=SPEC):
+    """Feeds each decision back as the next observation's replicas; no latency medians, so the profile
+    correction stays at 1."""
+    st, n, out = state or PolicyState(), start_n, []
+    for t, rate in seq:
+        d, st = decide("default", mono(float(t), rate, n, itl50=None), spec, PROFILE, st)
+        n = d.pools[0].target
+        out.append(n)
+    return out, st
+
+
+def test_no_scale_down_within_cooldown_then_down_in_limited_steps():
+    low = 0.5 * per_replica()
+    targets, _ = run([(t, low) for t in range(0, 900, 30)], 8)
+    cd = int(SPEC.tuning.scale_down_cooldown_s // 30)
+    assert targets[:cd - 1] == [8] * (cd - 1)
+    drops = [a - b for a, b in zip([8] + targets, targets) if a > b]
+    assert drops and max(drops) <= max(1, int(8 * SPEC.tuning.max_scale_down_step))
+    assert targets[-1] < 8
+
+
+def test_scale_down_only_when_n_minus_1_still_meets_the_slo():
+    # load that 3 replicas carry at 95% of their modelled capacity: 3 -> 2 would break the SLO
+    rate = 2.85 * per_replica() / (1 + SPEC.tuning.headroom)
+    targets, _ = run([(t, rate) for t in range(0, 1200, 30)], 4)
+    assert min(targets) >= 3
+
+
+def test_scale_up_is_immediate_even_right_after_a_scale_down():
+    low, high = 0.5 * per_replica(), 6 * per_replica()
+    targets, st = run([(t, low) for t in range(0, 600, 30)], 6)
+    n = targets[-1]
+    d, _ = decide("default", mono(600.0, high, n), SPEC, PROFILE, st)
+    assert d.pools[0].target >= 6
+
+
+def test_rising_trend_is_extrapolated_over_the_startup_horizon():
+    base = per_replica()
+    flat, _ = run([(t, 2 * base) for t in range(0, 240, 30)], 3)
+    rising, _ = run([(t, (1 + t / 240) * base) for t in range(0, 240, 30)], 3)
+    assert rising[-1] >= flat[-1]
+
+
+def test_disaggregated_pools_are_sized_together():
+    def dis(t, rate, np, nd):
+        pools = tuple(PoolObservation(role=r, replicas_on_demand=n, ready_on_demand=n, queue_depth=0.0,
+                                      running=10.0, kv_usage=0.2, gpu_util=0.7)
+                      for r, n in (("prefill", np), ("decode", nd)))
+        return FleetObservation(time_s=t, pools=pools, request_rate=rate, mean_input_tokens=8000.0,
+                                mean_output_tokens=150.0, ttft_p50_s=1.0, ttft_p95_s=2.0, itl_p50_s=0.01,
+                                itl_p95_s=0.02)
+    s = PolicySpec(slo=SLOTargets(5.0, 0.05), constraints=Constraints(default_max_replicas=50))
+    d, _ = decide("default", dis(0.0, 20.0, 1, 1), s, PROFILE, PolicyState())
+    p, dd = d.pool("prefill"), d.pool("decode")
+    assert p.target > dd.target >= 1          # 8k-token prompts: prefill-heavy
+    assert "prompt tok/s" in p.reason and "output tok/s" in dd.reason
+
+
+def test_min_throughput_floor():
+    s = PolicySpec(slo=SLOTargets(0.5, 0.05), constraints=Constraints(min_throughput_tokens_per_s=20000.0))
+    d, _ = decide("default", mono(0.0, 1.0, 1), s, PROFILE, PolicyState())
+    assert d.pools[0].target >= 3
+
+
+def test_profile_is_corrected_by_observed_over_predicted_latency_bounded():
+    rate = 2.7 * per_replica()
+    st = PolicyState()
+    for t in range(0, 300, 30):   # the fleet runs 2x slower than the profile says (loaded pool)
+        d, st = decide("default", mono(float(t), rate, 3, itl=0.09, itl50=0.08), SPEC, PROFILE, st)
+    k = dict(d.predicted)["correction_monolithic"]
+    assert 1.3 < k <= SPEC.tuning.correction_max
+    base, _ = decide("default", mono(300.0, rate, 3, itl50=None), SPEC, PROFILE, PolicyState())
+    assert d.pools[0].target > base.pools[0].target
+
+
+def test_no_traffic_is_not_missing_metrics():
+    """With no requests the length histograms are 0/0 (NaN): that is idle, not missing data."""
+    st = PolicyState()
+    n = 4
+    for t in range(0, 600, 30):
+        o = mono(float(t), 0.0, n)
+        o = FleetObservation(time_s=o.time_s, pools=o.pools, request_rate=0.0, mean_input_tokens=float("nan"),
+                             mean_output_tokens=float("nan"))
+        d, st = decide("default", o, SPEC, PROFILE, st)
+        assert not d.held_for_missing_metrics
+        n = d.pools[0].target
+    assert n == 1
+
+
+def test_max_latency_p95_tightens_the_targets():
+    rate = 3 * per_replica()
+    loose, _ = decide("default", mono(0.0, rate, 3), SPEC, PROFILE, PolicyState())
+    tight_spec = PolicySpec(slo=SLOTargets(0.5, 0.05), constraints=Constraints(max_latency_p95_s=4.0,
+                                                                                 default_max_replicas=50))
+    tight, _ = decide("default", mono(0.0, rate, 3), tight_spec, PROFILE, PolicyState())
+    assert tight.pools[0].target > loose.pools[0].target   # 4 s over 200 tokens -> ITL <= 17.5 ms

@@ -1,0 +1,170 @@
+"""Simulator sanity: what a user of `simulate` would notice."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from llmd_operator.sim.baselines import POLICY_NAMES
+from llmd_operator.sim.command import parse_duration, simulate
+from llmd_operator.sim.fleet import SimConfig, simulate_fleet
+from llmd_operator.sim.run import config_for, run_policy
+from llmd_operator.sim.trace import Request, Trace
+from llmd_operator.slo.profiles import default_profile
+
+GPU = "NVIDIA-H100-80GB-HBM3"
+PROFILE = default_profile("llama-3.1-8b", GPU, "fp8")
+
+
+class Static:
+    name = "static"
+
+    def __init__(self, sizes, spot=0):
+        self.sizes = sizes
+        self.spot = spot
+
+    def initial(self, cfg):
+        return {r: (n, min(self.spot, n)) for r, n in self.sizes.items()}
+
+    def decide(self, obs):
+        return self.initial(None)
+
+
+def poisson_trace(rate, seconds, inp=1000, out=200, seed=3):
+    import random
+    rng = random.Random(seed)
+    t, reqs = 0.0, []
+    while t < seconds:
+        t += rng.expovariate(rate)
+        reqs.append(Request(t, inp, out))
+    return Trace("synthetic", "test", tuple(reqs))
+
+
+TRACE = poisson_trace(30.0, 300)
+
+
+def test_one_request_on_an_idle_replica_takes_the_profile_times():
+    tr = Trace("one", "test", (Request(0.0, 1000, 101),))
+    res = simulate_fleet(tr, PROFILE, SimConfig(), Static({"monolithic": 1}))
+    assert res.ttfts[0] == pytest.approx(PROFILE.prefill_step_ms(1000) / 1000)
+    assert res.itls[0] == pytest.approx(PROFILE.decode_step_ms(1, 1050) / 1000, rel=0.01)
+
+
+def test_a_fleet_far_too_small_misses_the_slo_and_a_big_one_meets_it():
+    small = simulate_fleet(TRACE, PROFILE, SimConfig(), Static({"monolithic": 1}))
+    big = simulate_fleet(TRACE, PROFILE, SimConfig(), Static({"monolithic": 6}))
+    assert small.met / small.requests < 0.5
+    assert big.met / big.requests > 0.99
+    assert big.completed == big.requests
+
+
+def test_static_fleet_gpu_hours_are_replicas_times_time():
+    res = simulate_fleet(TRACE, PROFILE, SimConfig(), Static({"monolithic": 4}))
+    assert res.gpu_hours == pytest.approx(4 * res.end_s / 3600, rel=1e-6)
+    assert res.cost_usd == pytest.approx(res.gpu_hours * SimConfig().price_on_demand)
+
+
+def test_spot_is_billed_at_the_spot_price_and_interruptions_retry_requests():
+    cfg = SimConfig(spot_interruptions_per_hour=60.0, seed=2)
+    res = simulate_fleet(TRACE, PROFILE, cfg, Static({"monolithic": 5}, spot=5))
+    assert res.interruptions > 0 and res.retries > 0
+    assert res.completed == res.requests            # retried requests still finish
+
+
+def test_disaggregated_mode_runs_and_charges_kv_transfer():
+    tr = poisson_trace(5.0, 200, inp=8000, out=100)
+    slow = SimConfig(mode="disaggregated", ttft_slo_s=3.0, kv_transfer_bytes_per_s=1e9)
+    fast = SimConfig(mode="disaggregated", ttft_slo_s=3.0, kv_transfer_bytes_per_s=50e9)
+    a = simulate_fleet(tr, PROFILE, slow, Static({"prefill": 3, "decode": 1}))
+    b = simulate_fleet(tr, PROFILE, fast, Static({"prefill": 3, "decode": 1}))
+    assert a.completed == a.requests == b.completed
+    assert a.kv_transfer_gb == pytest.approx(len(tr.requests) * 8000 * PROFILE.kv_bytes_per_token / 1e9)
+    xfer = 8000 * PROFILE.kv_bytes_per_token / 1e9          # seconds at 1 GB/s
+    assert sorted(a.ttfts)[len(a.ttfts) // 2] > sorted(b.ttfts)[len(b.ttfts) // 2] + 0.8 * xfer
+    assert set(a.gpu_hours_by_pool) == {"prefill", "decode"}
+
+
+def test_scale_up_pays_for_startup_before_serving():
+    class Grow(Static):
+        def decide(self, obs):
+            return {"monolithic": (2, 0)}
+    tr = Trace("t", "test", (Request(0.0, 100, 10), Request(600.0, 100, 10)))
+    res = simulate_fleet(tr, PROFILE, SimConfig(startup_delay_s=90), Grow({"monolithic": 1}))
+    # replica 2 created at the first tick (30 s), billed from then on although ready only at 120 s
+    assert res.gpu_hours == pytest.approx((600.0 + (600.0 - 30.0)) / 3600, rel=0.01)
+
+
+@pytest.mark.parametrize("policy", POLICY_NAMES)
+def test_every_policy_runs(policy):
+    cfg = config_for(PROFILE, GPU)
+    s = run_policy(policy, TRACE, PROFILE, cfg)
+    for k in ("policy", "requests", "gpu_hours", "cost_usd", "slo_attainment", "ttft_p95_s", "itl_p95_s",
+              "scale_events"):
+        assert k in s
+    assert 0 <= s["slo_attainment"] <= 1 and s["requests"] == len(TRACE.requests)
+
+
+def ramp_trace(seconds=2400, low=10.0, high=70.0, seed=4):
+    """low for a quarter, ramps up over a quarter, high for a quarter, back to low."""
+    import random
+    rng = random.Random(seed)
+    q = seconds / 4
+
+    def rate(t):
+        if t < q:
+            return low
+        if t < 2 * q:
+            return low + (high - low) * (t - q) / q
+        return high if t < 3 * q else low
+
+    t, reqs = 0.0, []
+    while t < seconds:   # thinning
+        t += rng.expovariate(high)
+        if rng.random() < rate(t) / high:
+            reqs.append(Request(t, 1000, 200))
+    return Trace("ramp", "test", tuple(reqs))
+
+
+def test_default_policy_meets_the_slo_with_fewer_gpu_hours_than_static_peak_on_a_ramp():
+    tr = ramp_trace()
+    cfg = config_for(PROFILE, GPU)
+    ours = run_policy("default", tr, PROFILE, cfg)
+    peak = run_policy("static-peak", tr, PROFILE, cfg)
+    assert ours["slo_attainment"] >= 0.99
+    assert ours["gpu_hours"] < 0.9 * peak["gpu_hours"]
+
+
+def test_cli_prints_one_json_object(tmp_path):
+    p = tmp_path / "t.jsonl"
+    p.write_text("\n".join(json.dumps({"timestamp": int(r.arrival_s * 1000), "input_length": 500,
+                                       "output_length": 50}) for r in TRACE.requests[:300]))
+    out = CliRunner().invoke(simulate, ["--trace", str(p), "--policy", "default", "--rate-multiplier", "2",
+                                        "--ttft-slo", "0.5s", "--itl-slo", "50ms", "--model", "llama-3.1-8b",
+                                        "--quantization", "fp8", "--output", "json"])
+    assert out.exit_code == 0, out.output
+    s = json.loads(out.output)
+    assert s["policy"] == "default" and s["requests"] == 300 and "compressed 2x" in s["rate_note"]
+    assert s["slo"] == {"ttft_p95_s": 0.5, "itl_p95_s": 0.05}
+
+
+def test_cli_refuses_a_bad_trace(tmp_path):
+    p = tmp_path / "t.csv"
+    p.write_text("x,y\n1,2\n")
+    out = CliRunner().invoke(simulate, ["--trace", str(p)])
+    assert out.exit_code != 0 and "unknown trace format" in out.output
+
+
+@pytest.mark.parametrize("text,seconds", [("500ms", 0.5), ("0.5s", 0.5), ("90", 90.0), ("2m", 120.0)])
+def test_durations(text, seconds):
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+def test_moving_a_pool_to_spot_surges_instead_of_dropping_capacity():
+    class ToSpot(Static):
+        def decide(self, obs):
+            return {"monolithic": (4, 3)}
+    res = simulate_fleet(TRACE, PROFILE, SimConfig(), ToSpot({"monolithic": 4}))
+    assert res.met / res.requests > 0.99           # the on-demand pods drain only once spot ones are ready
+    assert res.gpu_hours_spot > 0
+    ready = [e["ready"]["monolithic"] for e in res.timeline]
+    assert min(ready) >= 4

@@ -1,0 +1,79 @@
+"""Trace formats are detected from the content and loaded in order, relative to the first request."""
+
+import json
+
+import pytest
+
+from llmd_operator.sim.trace import TraceError, detect_format, load_trace, windows
+
+
+def azure(tmp_path, name="a.txt"):
+    p = tmp_path / name
+    p.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n"
+                 "2023-11-16 18:15:46.6805900,374,44\n"
+                 "2023-11-16 18:15:47.1805900,100,0\n"
+                 "2023-11-16 18:15:46.1805900,10,5\n")
+    return p
+
+
+def mooncake(tmp_path, name="m.data"):
+    p = tmp_path / name
+    p.write_text("\n".join(json.dumps({"timestamp": t, "input_length": i, "output_length": o, "hash_ids": [1]})
+                           for t, i, o in ((0, 40160, 6), (2000, 100, 50), (1000, 300, 20))) + "\n")
+    return p
+
+
+def test_azure_csv_detected_and_sorted_whatever_the_file_name(tmp_path):
+    p = azure(tmp_path)
+    assert detect_format(p) == "azure"
+    tr = load_trace(p)
+    assert tr.format == "azure" and len(tr.requests) == 3
+    assert [r.arrival_s for r in tr.requests] == pytest.approx([0.0, 0.5, 1.0])
+    assert tr.requests[1].input_tokens == 374
+    assert tr.requests[2].output_tokens == 1       # zero generated tokens still produce one
+
+
+def test_mooncake_jsonl_detected_with_ms_timestamps(tmp_path):
+    p = mooncake(tmp_path)
+    assert detect_format(p) == "mooncake"
+    tr = load_trace(p)
+    assert [r.arrival_s for r in tr.requests] == [0.0, 1.0, 2.0]
+    assert tr.requests[0].input_tokens == 40160
+
+
+def test_unknown_format_is_refused(tmp_path):
+    p = tmp_path / "x.csv"
+    p.write_text("a,b,c\n1,2,3\n")
+    with pytest.raises(TraceError, match="unknown trace format"):
+        load_trace(p)
+
+
+def test_rate_multiplier_compresses_time(tmp_path):
+    tr = load_trace(mooncake(tmp_path), rate_multiplier=4)
+    assert [r.arrival_s for r in tr.requests] == [0.0, 0.25, 0.5]
+    assert tr.rate_multiplier == 4 and tr.rate_mode == "compress"
+
+
+def test_overlay_keeps_duration_and_multiplies_requests(tmp_path):
+    base = load_trace(mooncake(tmp_path))
+    tr = load_trace(mooncake(tmp_path), rate_multiplier=2.5, rate_mode="overlay")
+    assert len(tr.requests) == 8                  # 3 + 3 + half of 3 (every other request: 2)
+    assert max(r.arrival_s for r in tr.requests) <= base.duration_s + 1e-6
+    assert tr.rate_mode == "overlay"
+
+
+def test_windows(tmp_path):
+    w = windows(load_trace(mooncake(tmp_path)), 1.5)
+    assert [c for _, c, _, _ in w] == [2, 1]
+    assert w[0][2] == pytest.approx((40160 + 300) / 2)
+
+
+def test_shared_traces_load_if_present():
+    from pathlib import Path
+    d = Path(__file__).resolve().parents[3] / "shared" / "data" / "traces"
+    if not d.exists():
+        pytest.skip("shared traces not present")
+    for f in d.iterdir():
+        if f.suffix in (".csv", ".jsonl"):
+            tr = load_trace(f)
+            assert len(tr.requests) > 1000 and tr.duration_s > 600
