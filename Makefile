@@ -9,7 +9,7 @@ export LLMD_CACHE ?= $(HOME)/.cache/llmd-operator
 help:
 	@echo "make demo   local cluster with fake GPU nodes, the operator, example deployments and a live view"
 	@echo "make test   unit tests, then cluster tests against a real API server (builds it the first time)"
-	@echo "make crds   regenerate crds/ from the API models"
+	@echo "make crds   regenerate crds/, the chart's and kustomize's copies, and docs/reference.md from the API models"
 	@echo "make down   stop the local cluster and remove its state"
 
 venv: $(VENV)/.installed
@@ -40,6 +40,8 @@ demo: venv
 
 crds: venv
 	$(VENV)/bin/llmd-operator crds --out-dir crds
+	$(VENV)/bin/llmd-operator reference --out docs/reference.md
+	scripts/sync-chart-crds.sh
 
 bench: venv
 	$(VENV)/bin/python bench/autoscale.py

@@ -167,6 +167,19 @@ def crds(out_dir) -> None:
     click.echo("---\n".join(render_yaml(crd) for crd in generated.values()), nl=False)
 
 
+@cli.command()
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write to this file instead of stdout.")
+def reference(out) -> None:
+    """The API reference (Markdown), generated from the same schemas as the CRDs."""
+    from .api.reference import reference_markdown  # noqa: PLC0415
+
+    text = reference_markdown()
+    if out:
+        Path(out).write_text(text)
+    else:
+        click.echo(text, nl=False)
+
+
 def _register_optional_commands() -> None:
     from .controller.command import run  # noqa: PLC0415  (kopf is imported only when needed)
 

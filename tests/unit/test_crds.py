@@ -47,3 +47,12 @@ def test_printer_columns_short_names_and_status_subresource():
     scheduler = all_crds()["scheduler.llm-d.io_inferenceschedulers.yaml"]
     assert scheduler["spec"]["names"]["shortNames"] == ["infsched"]
     assert yaml.safe_load(render_yaml(crd)) == crd
+
+
+def test_reference_doc_is_generated_from_the_models():
+    from llmd_operator.api.reference import reference_markdown
+
+    committed = (CRDS.parent / "docs" / "reference.md").read_text()
+    assert committed == reference_markdown(), "docs/reference.md is stale: run `make crds` and commit"
+    assert "| `spec.model.quantization.type` | string |" in committed
+    assert "minReplicas must be less than or equal to maxReplicas" in committed
