@@ -622,3 +622,15 @@ def test_chart_packages(helm, tmp_path):
     assert "llmd-operator/values.schema.json" in listing
     assert "llmd-operator/files/alerts.yaml" in listing and "llmd-operator/files/dashboard.json" in listing
     assert not any("/ci/" in name for name in listing)
+
+
+def test_models_value_becomes_the_catalog_configmap_the_operator_reads(helm, tmp_path):
+    values = tmp_path / "models.yaml"
+    values.write_text(yaml.safe_dump({"models": {"models": {"acme-chat-13b": {
+        "parameters": 13015864320, "layers": 40, "hidden_size": 5120, "attention_heads": 40, "kv_heads": 8,
+        "max_context": 32768, "checkpoints": {"bf16": "acme/chat-13b"}}}}}))
+    docs = render(helm, "-f", str(values))
+    configmap = next(d for d in kinds(docs, "ConfigMap") if d["metadata"]["name"].endswith("-models"))
+    assert yaml.safe_load(configmap["data"]["models.yaml"])["models"]["acme-chat-13b"]["layers"] == 40
+    args = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert f"--models-configmap={configmap['metadata']['name']}" in args

@@ -65,6 +65,10 @@ app.kubernetes.io/part-of: llm-d
 {{- if gt (int .Values.replicas) 1 }}true{{- end }}
 {{- end }}
 
+{{- define "llmd-operator.modelsConfigMap" -}}
+{{- printf "%s-models" (include "llmd-operator.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
 {{- define "llmd-operator.pricesConfigMap" -}}
 {{- printf "%s-prices" (include "llmd-operator.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}

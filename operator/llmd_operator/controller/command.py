@@ -26,6 +26,8 @@ CONVENTIONS = ["karpenter", "gke", "eks", "aks", "seed"]
 @click.option("--model-server-image", default=ENGINE["image"], show_default=True)
 @click.option("--price-overrides-configmap", default=None,
               help="ConfigMap in the home namespace whose prices.yaml overrides the price table.")
+@click.option("--models-configmap", default=None,
+              help="ConfigMap in the home namespace whose models.yaml adds models to the catalog (same shape as the catalog's).")
 @click.option("--metrics-port", type=int, default=8080, show_default=True, help="Port of /metrics; 0 turns it off.")
 @click.option("--health-port", type=int, default=8081, show_default=True, help="Port of /healthz; 0 turns it off.")
 @click.option("--peering", default=None, help="Kopf peering name for leader election; default standalone.")
@@ -35,7 +37,7 @@ CONVENTIONS = ["karpenter", "gke", "eks", "aks", "seed"]
               help="PromQL range for rates and latency quantiles, e.g. 1m; longer is steadier, shorter reacts sooner.")
 @click.option("-v", "--verbose", is_flag=True)
 def run(namespaces, home_namespace, prometheus_url, prometheus_token_file, capacity_convention, provider,
-        model_server_image, price_overrides_configmap, metrics_port, health_port, peering, slo_interval, metrics_window, verbose) -> None:
+        model_server_image, price_overrides_configmap, models_configmap, metrics_port, health_port, peering, slo_interval, metrics_window, verbose) -> None:
     """Run the operator: reconcile LLMDeployments and InferenceSchedulers (honours KUBECONFIG)."""
     import kopf  # noqa: PLC0415
     from prometheus_client import start_http_server  # noqa: PLC0415
@@ -50,6 +52,7 @@ def run(namespaces, home_namespace, prometheus_url, prometheus_token_file, capac
     CONFIG.provider = provider
     CONFIG.model_server_image = model_server_image
     CONFIG.price_overrides_configmap = price_overrides_configmap
+    CONFIG.models_configmap = models_configmap
     CONFIG.slo_interval_seconds = slo_interval
     CONFIG.metrics_window = metrics_window
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,

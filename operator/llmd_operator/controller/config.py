@@ -22,6 +22,7 @@ class OperatorConfig:
     prometheus_url: str | None = None
     prometheus_token_file: str | None = None
     price_overrides_configmap: str | None = None
+    models_configmap: str | None = None
     slo_interval_seconds: float = 10.0
     metrics_window: str = "2m"
 

@@ -41,13 +41,17 @@ class Outcome:
 
 
 def catalog():
-    """The catalog with the price ConfigMap (if configured) merged over it."""
-    overrides = None
-    if CONFIG.price_overrides_configmap:
-        found = kube.get_configmap(CONFIG.home_namespace, CONFIG.price_overrides_configmap)
-        if found and (found.get("data") or {}).get("prices.yaml"):
-            overrides = yaml.safe_load(found["data"]["prices.yaml"])
-    return load_catalog(price_overrides=overrides)
+    """The catalog with the models and prices ConfigMaps (if configured) merged over it."""
+    return load_catalog(model_overrides=_configmap_yaml(CONFIG.models_configmap, "models.yaml"),
+                        price_overrides=_configmap_yaml(CONFIG.price_overrides_configmap, "prices.yaml"))
+
+
+def _configmap_yaml(name: str | None, key: str) -> dict | None:
+    if not name:
+        return None
+    found = kube.get_configmap(CONFIG.home_namespace, name)
+    text = ((found or {}).get("data") or {}).get(key)
+    return yaml.safe_load(text) if text else None
 
 
 def find_scheduler(llmd: LLMDeployment) -> InferenceScheduler | None:
