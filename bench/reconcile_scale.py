@@ -24,7 +24,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from tests.cluster.conftest import Operator, operator_writes  # noqa: E402  (the same harness the tests use)
+from tests.cluster.conftest import Operator, operator_writes, wait_for  # noqa: E402  (the tests' own harness)
 
 GPUS_PER_NODE = 8
 
@@ -65,16 +65,6 @@ def deployments(n: int) -> list[dict]:
     } for i in range(n)]
 
 
-def wait(check, timeout: float, what: str, every: float = 1.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(every)
-    raise SystemExit(f"timed out waiting for {what}")
-
-
 def fresh_namespace(name: str) -> None:
     kubectl("delete", "namespace", name, "--ignore-not-found", "--wait=true", "--timeout=600s", check=False)
     kubectl("create", "namespace", name)
@@ -98,7 +88,7 @@ def floor_seconds(n: int) -> float:
     rendered = sh(sys.executable, "-m", "llmd_operator.cli", "render", "-f", str(source))
     started = time.monotonic()
     kubectl("apply", "--server-side", "-f", "-", input_text=rendered)
-    wait(lambda: available_deployments(namespace) >= n, 1800, f"{n} directly applied Deployments", 2.0)
+    wait_for(lambda: available_deployments(namespace) >= n, 1800, f"{n} directly applied Deployments", 2.0)
     elapsed = time.monotonic() - started
     kubectl("delete", "namespace", namespace, "--wait=false", check=False)
     return elapsed

@@ -20,12 +20,13 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.cluster.conftest import wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -75,16 +76,6 @@ def can_i(kube: dict, sa: str, verb: str, resource: str, namespace: str | None =
     args = ["auth", "can-i", verb, resource, f"--as={sa}"] + ([f"--subresource={subresource}"] if subresource else [])
     args += ["-n", namespace] if namespace else []
     return kubectl(kube, *args, check=False).stdout.strip() == "yes"
-
-
-def wait_for(check, timeout: float, what: str, every: float = 1.0):
-    deadline, last = time.monotonic() + timeout, None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last seen: {last!r}")
 
 
 def unique(prefix: str) -> str:

@@ -8,7 +8,7 @@ from pydantic import ConfigDict, Field
 
 from .base import ApiModel
 from .core import Condition
-from .slo import OBJECTIVE_NAMES_UNIQUE_RULE, OBJECTIVES_NEED_CALCULATOR_RULE, Objective
+from .slo import Objectives
 from .units import Duration
 
 GROUP = "scheduler.llm-d.io"
@@ -78,10 +78,7 @@ class SchedulerSloPolicy(ApiModel):
 
     enabled: bool = True
     """Run the SLO loop for the deployments that use this scheduler."""
-    objectives: list[Objective] = Field(
-        default_factory=list, max_length=16,
-        json_schema_extra={"x-kubernetes-validations": [OBJECTIVES_NEED_CALCULATOR_RULE, OBJECTIVE_NAMES_UNIQUE_RULE]},
-    )
+    objectives: Objectives = Field(default_factory=list)
     """Objectives with targets and weights."""
     scaling: SchedulerScaling | None = None
     """Scaling rules."""

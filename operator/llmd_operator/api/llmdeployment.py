@@ -8,8 +8,8 @@ from pydantic import ConfigDict, Field
 
 from .base import ApiModel
 from .core import Affinity, Condition, Resources, Toleration, affinity_field
-from .slo import OBJECTIVE_NAMES_UNIQUE_RULE, OBJECTIVES_NEED_CALCULATOR_RULE, Objective
-from .units import Duration, Quantity, Target
+from .slo import Objectives
+from .units import Duration, Target
 
 GROUP = "inference.llm-d.io"
 VERSION = "v1alpha1"
@@ -200,25 +200,17 @@ class PoolScaling(ApiModel):
     """How long a lower recommendation must hold before scaling down (HPA scaleDown stabilization window)."""
 
 
-class AutoscalingSpec(ApiModel):
-    """Horizontal Pod Autoscaler per pool. The HPA then owns the replica count."""
+class AutoscalingSpec(PoolScaling):
+    """Horizontal Pod Autoscaler per pool. The HPA then owns the replica count.
+
+    The bounds and targets here apply to a monolithic deployment; prefillScaling and decodeScaling to the
+    pools of a disaggregated one. minReplicas 0 means scale to zero, which only the SLO loop performs.
+    """
 
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [min_le_max("autoscaling")]})
 
     enabled: bool = False
     """Create HPAs for the pools."""
-    min_replicas: int | None = Field(default=None, ge=0)
-    """Fewest replicas (monolithic); 0 means scale to zero, which the SLO loop performs (HPAs cannot)."""
-    max_replicas: int | None = Field(default=None, ge=1)
-    """Most replicas (monolithic)."""
-    target_gpu_utilization: int | None = Field(default=None, ge=1, le=100, alias="targetGPUUtilization")
-    """Average GPU utilization (percent) to aim for."""
-    target_latency: Duration | None = None
-    """Inter-token latency (p95) to aim for."""
-    scale_up_delay: Duration | None = None
-    """Scale-up stabilization window."""
-    scale_down_delay: Duration | None = None
-    """Scale-down stabilization window."""
     prefill_scaling: PoolScaling | None = None
     """Bounds and targets for the prefill pool (mode disaggregated)."""
     decode_scaling: PoolScaling | None = None
@@ -292,10 +284,7 @@ class InlineSloPolicy(ApiModel):
 
     enabled: bool = True
     """Run the SLO loop for this deployment."""
-    objectives: list[Objective] = Field(
-        default_factory=list, max_length=16,
-        json_schema_extra={"x-kubernetes-validations": [OBJECTIVES_NEED_CALCULATOR_RULE, OBJECTIVE_NAMES_UNIQUE_RULE]},
-    )
+    objectives: Objectives = Field(default_factory=list)
     """SLO objectives with targets and weights."""
     scaling: InlineSloScaling | None = None
     """Scaling rules."""

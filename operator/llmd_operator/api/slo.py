@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import Field
 
 from .base import ApiModel
@@ -42,3 +44,9 @@ OBJECTIVE_NAMES_UNIQUE_RULE = {
     "rule": "self.all(o, self.exists_one(p, p.name == o.name))",
     "message": "objective names must be unique",
 }
+
+Objectives = Annotated[
+    list[Objective],
+    Field(max_length=16, json_schema_extra={"x-kubernetes-validations": [OBJECTIVES_NEED_CALCULATOR_RULE, OBJECTIVE_NAMES_UNIQUE_RULE]}),
+]
+"""SLO objectives with targets and weights; names are unique, and only built-in names may omit a calculator."""

@@ -54,16 +54,21 @@ def _configmap_yaml(name: str | None, key: str) -> dict | None:
     return yaml.safe_load(text) if text else None
 
 
-def find_scheduler(llmd: LLMDeployment) -> InferenceScheduler | None:
-    if not llmd.spec.scheduler_name:
-        return None
+def schedulers() -> list[InferenceScheduler]:
+    """Every InferenceScheduler the operator may use; malformed ones are skipped (the API server refuses them)."""
     parsed = []
     for body in kube.list_schedulers():
         try:
             parsed.append(InferenceScheduler.model_validate({k: body[k] for k in ("metadata", "spec") if k in body}))
         except ValidationError:
             continue
-    return resolve_scheduler(llmd, parsed, CONFIG.home_namespace)
+    return parsed
+
+
+def find_scheduler(llmd: LLMDeployment) -> InferenceScheduler | None:
+    if not llmd.spec.scheduler_name:
+        return None
+    return resolve_scheduler(llmd, schedulers(), CONFIG.home_namespace)
 
 
 def owner_reference(body: dict) -> dict:

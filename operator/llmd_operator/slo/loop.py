@@ -48,12 +48,7 @@ def prometheus_client():
 
 def managed_deployments(catalog) -> list[Managed]:
     """LLMDeployments with at least one pool whose size the loop owns."""
-    schedulers = []
-    for body in kube.list_schedulers():
-        try:
-            schedulers.append(InferenceScheduler.model_validate({k: body[k] for k in ("metadata", "spec") if k in body}))
-        except ValidationError:
-            continue
+    schedulers = reconcile.schedulers()
     found = []
     for body in kube.list_llmdeployments():
         if CONFIG.namespaces and body["metadata"]["namespace"] not in CONFIG.namespaces:

@@ -11,15 +11,13 @@ from __future__ import annotations
 
 from ..profiles import CapacityProfile
 from . import hpa, model_based, threshold
+from .common import hold, metrics_problem, scale_to_zero
 from .types import (ROLES, Constraints, Decision, FleetObservation, HPASpec, Objective, PolicySpec,
                     PolicyState, PoolDecision, PoolObservation, Prices, ScaleCondition, SLOTargets,
                     ThresholdRules, Tuning)
 
-POLICIES = {
-    "default": model_based.decide,
-    "threshold": threshold.decide,
-    "hpa": hpa.decide,
-}
+MODULES = {"default": model_based, "threshold": threshold, "hpa": hpa}
+POLICIES = {name: module.decide for name, module in MODULES.items()}
 # the seed's `scaling.algorithm` values and other spellings
 ALIASES = {"cost_aware_proportional": "default", "model_based": "default", "": "default",
            "slo_threshold": "threshold", "seed": "threshold", "utilization": "hpa"}
@@ -36,7 +34,15 @@ def policy_name(algorithm: str | None) -> str:
 def decide(algorithm: str | None, observation: FleetObservation, spec: PolicySpec,
            profile: CapacityProfile | None, state: PolicyState | None = None) -> tuple[Decision, PolicyState]:
     """Run the named policy. Returns the decision and the updated state (persist `state.to_json()`)."""
-    return POLICIES[policy_name(algorithm)](observation, spec, profile, state or PolicyState())
+    name = policy_name(algorithm)
+    state = (state or PolicyState()).copy()  # the caller's state is never changed in place
+    woken_or_slept = scale_to_zero(observation, spec, state, name)
+    if woken_or_slept is not None:
+        return woken_or_slept
+    why = metrics_problem(observation, MODULES[name].REQUIRED_METRICS)
+    if why:
+        return hold(observation, name, state, why)  # never scale on missing, stale or NaN metrics
+    return MODULES[name].decide(observation, spec, profile, state)
 
 
 __all__ = ["decide", "policy_name", "POLICIES", "ROLES", "Constraints", "Decision", "FleetObservation",

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 
 from ..profiles import CapacityProfile
-from .common import finish, hold, metrics_problem, scale_to_zero
+from .common import finish, hold
 from .types import FleetObservation, PolicySpec, PolicyState, PoolObservation, _finite
 
 NAME = "hpa"
@@ -34,15 +34,11 @@ def utilization(p: PoolObservation, spec: PolicySpec) -> float | None:
     raise ValueError(f"unknown HPA metric {m!r}")
 
 
+REQUIRED_METRICS: tuple[str, ...] = ()  # the dispatcher holds when these are missing
+
+
 def decide(obs: FleetObservation, spec: PolicySpec, profile: CapacityProfile | None,
            state: PolicyState) -> tuple:
-    state = state.copy()
-    z = scale_to_zero(obs, spec, state, NAME)
-    if z is not None:
-        return z
-    why = metrics_problem(obs, ())
-    if why:
-        return hold(obs, NAME, state, why)
     h = spec.hpa
     now = obs.time_s
     targets, reasons, actions = {}, {}, {}

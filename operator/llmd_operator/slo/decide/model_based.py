@@ -20,7 +20,7 @@ from dataclasses import replace
 
 from ..profiles import CapacityProfile
 from . import capacity
-from .common import finish, fmt_rate, hold, metrics_problem, scale_to_zero, spot_split
+from .common import finish, fmt_rate, hold, metrics_problem, spot_split
 from .types import FleetObservation, PolicySpec, PolicyState, SLOTargets, _finite
 
 NAME = "default"
@@ -132,17 +132,15 @@ def _update_correction(obs: FleetObservation, spec: PolicySpec, state: PolicySta
     return {p.role: corr.get(p.role, 1.0) for p in obs.pools}
 
 
+REQUIRED_METRICS = ("request_rate",)  # the dispatcher holds when these are missing
+
+
 def decide(obs: FleetObservation, spec: PolicySpec, profile: CapacityProfile | None,
            state: PolicyState) -> tuple:
-    state = state.copy()
-    z = scale_to_zero(obs, spec, state, NAME)
-    if z is not None:
-        return z
-    why = metrics_problem(obs, ("request_rate",))
-    if not why and obs.request_rate > 0:
+    if obs.request_rate > 0:
         why = metrics_problem(obs, ("mean_input_tokens", "mean_output_tokens"))
-    if why:
-        return hold(obs, NAME, state, why)
+        if why:
+            return hold(obs, NAME, state, why)
     if not (_finite(obs.mean_input_tokens) and _finite(obs.mean_output_tokens)):
         # no requests, so the length histograms are 0/0: keep the last lengths seen
         last = state.history[-1] if state.history else [0.0, 0.0, 1.0, 1.0]

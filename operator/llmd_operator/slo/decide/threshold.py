@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 
 from ..profiles import CapacityProfile
-from .common import finish, hold, metrics_problem, scale_to_zero
+from .common import finish, hold
 from .types import FleetObservation, Objective, PolicySpec, PolicyState, _finite
 
 NAME = "threshold"
@@ -86,15 +86,11 @@ def _held_for(state: PolicyState, key: str, active: bool, now: float) -> float:
     return now - since
 
 
+REQUIRED_METRICS: tuple[str, ...] = ()  # the dispatcher holds when these are missing
+
+
 def decide(obs: FleetObservation, spec: PolicySpec, profile: CapacityProfile | None,
            state: PolicyState) -> tuple:
-    state = state.copy()
-    z = scale_to_zero(obs, spec, state, NAME)
-    if z is not None:
-        return z
-    why = metrics_problem(obs, ())
-    if why:
-        return hold(obs, NAME, state, why)
     objectives = spec.threshold.objectives or default_objectives(spec)
     scores = slo_scores(obs, objectives)
     if scores is None:
