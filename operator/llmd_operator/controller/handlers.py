@@ -14,6 +14,7 @@ from .config import ANNOTATION_PREFIX
 
 LLMD = (llmdeployment.GROUP, llmdeployment.VERSION, llmdeployment.PLURAL)
 SCHEDULERS = (inferencescheduler.GROUP, inferencescheduler.VERSION, inferencescheduler.PLURAL)
+log = logging.getLogger("llmd_operator.handlers")
 OWNED = {**labels.MANAGED_BY, labels.DEPLOYMENT_LABEL: kopf.PRESENT}
 
 
@@ -70,10 +71,16 @@ def child_changed(event, body, **_) -> None:
 @kopf.on.update(*SCHEDULERS)
 def scheduler_changed(body, **_) -> None:
     reconcile.scheduler_status(dict(body))
-    # Deployments that use this scheduler plan with its spot policy: re-plan them.
+    # Deployments that use this scheduler plan with its spot policy: re-plan each on its own, so that one
+    # failing does not send the scheduler's handler into retries (the deployment's own handler retries it).
     for item in kube.list_llmdeployments():
-        if (item.get("spec") or {}).get("schedulerName") == body["metadata"]["name"]:
+        if (item.get("spec") or {}).get("schedulerName") != body["metadata"]["name"]:
+            continue
+        try:
             _post(item, reconcile.reconcile(item))
+        except Exception:  # noqa: BLE001
+            log.exception("re-planning %s/%s for scheduler %s failed", item["metadata"]["namespace"],
+                          item["metadata"]["name"], body["metadata"]["name"])
 
 
 @kopf.on.event(*LLMD)

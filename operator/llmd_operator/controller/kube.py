@@ -52,6 +52,11 @@ def resource(api_version: str, kind: str):
     return dynamic().resources.get(api_version=api_version, kind=kind)
 
 
+def namespace_going_away(error: Exception) -> bool:
+    """The API server refuses new objects in a namespace being deleted; nothing there needs reconciling."""
+    return isinstance(error, ApiException) and error.status == 403 and "being terminated" in str(error.body or "")
+
+
 def list_children(namespace: str, selector: dict[str, str], profiling: bool = False) -> list[dict]:
     """Every child kind the operator creates, carrying the given labels (the profiler's kinds on request)."""
     label_selector = ",".join(f"{k}={v}" for k, v in selector.items())

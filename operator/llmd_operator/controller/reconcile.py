@@ -88,10 +88,14 @@ def reconcile(body: dict) -> Outcome:
     with _owner_locks[key]:
         started = time.monotonic()
         try:
+            if body["metadata"].get("deletionTimestamp"):
+                return Outcome()  # garbage collection removes the children; nothing to apply or report
             outcome = _reconcile(body)
             metrics.RECONCILES.labels(kind="LLMDeployment", result="error" if outcome.problem else "ok").inc()
             return outcome
-        except Exception:
+        except Exception as error:
+            if kube.namespace_going_away(error):
+                return Outcome()  # its namespace is being deleted, and everything in it with it
             metrics.RECONCILES.labels(kind="LLMDeployment", result="exception").inc()
             raise
         finally:
