@@ -117,3 +117,16 @@ def test_spot_is_unavailable_while_every_spot_node_is_draining_and_returns_with_
     assert not ok and "no schedulable spot node" in why and "s1 is being drained (karpenter.sh/disrupted)" in why
     returned = {**draining, "s3": _node("s3", "spot")}
     assert policy_inputs.spot_health([], returned, [taint], NOW, spot_node_expressions=SPOT_H100) == (True, "")
+
+
+def test_cost_counter_integrates_dollars_per_hour_over_time():
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from llmd_operator.controller.metrics import CostTotal
+
+    registry = CollectorRegistry()
+    cost = CostTotal(registry)
+    cost.set_rate("team", "chat", 6.88, now=0.0)         # one H100 on-demand
+    cost.set_rate("team", "chat", 13.76, now=1800.0)     # scaled to two after half an hour
+    assert cost.value("team", "chat", now=3600.0) == pytest.approx(3.44 + 6.88)
+    assert 'llm_cost_total{deployment="chat",namespace="team"}' in generate_latest(registry).decode()

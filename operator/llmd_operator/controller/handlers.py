@@ -93,7 +93,14 @@ def llmdeployment_seen(event, body, **_) -> None:
             reconcile.scheduler_status(scheduler)
 
 
-@kopf.timer(*LLMD, interval=5.0)
+def _loop_may_own(spec, **_) -> bool:
+    """Deployments whose pools the SLO loop may size; only these carry the timer that ticks it."""
+    scheduling = spec.get("scheduling") or {}
+    return bool(spec.get("schedulerName") or scheduling.get("sloPolicy")
+                or (spec.get("scaling") or {}).get("mode") == "scheduler_managed")
+
+
+@kopf.timer(*LLMD, interval=5.0, when=_loop_may_own)
 async def fleet_tick(**_) -> None:
-    """Any deployment's timer may start the fleet-wide tick; it runs once per --slo-interval."""
+    """Any managed deployment's timer may start the fleet-wide tick; it runs once per --slo-interval."""
     await periodic.maybe_tick()

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import threading
+import time
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
 
 RECONCILES = Counter("llmd_reconcile_total", "Reconciles by kind and result", ["kind", "result"])
 RECONCILE_SECONDS = Histogram("llmd_reconcile_duration_seconds", "Time to reconcile one object")
@@ -12,8 +16,42 @@ SLO_SCORE = Gauge("llmd_slo_score", "Violation per objective: (actual - target) 
                   ["namespace", "deployment", "objective"])
 POOL_REPLICAS = Gauge("llmd_pool_replicas", "Desired replicas per pool and capacity type",
                       ["namespace", "deployment", "pool", "capacity_type"])
-COST_TOTAL = Counter("llm_cost_total", "Dollars spent on GPU replicas since the operator started",
-                     ["namespace", "deployment"])
+
+
+class CostTotal:
+    """llm_cost_total: dollars spent per deployment, integrated from its $/hour over time.
+
+    Kept as (dollars so far, current $/hour, since when) and evaluated at scrape time, so no timer has
+    to tick it and a standby replica, which reconciles nothing, reports nothing.
+    """
+
+    def __init__(self, registry=REGISTRY):
+        self._lock = threading.Lock()
+        self._state: dict[tuple[str, str], list[float]] = {}  # (namespace, deployment) -> [dollars, $/h, t]
+        registry.register(self)
+
+    def set_rate(self, namespace: str, deployment: str, dollars_per_hour: float, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            dollars, rate, since = self._state.get((namespace, deployment), [0.0, 0.0, now])
+            self._state[(namespace, deployment)] = [dollars + rate * (now - since) / 3600, dollars_per_hour, now]
+
+    def value(self, namespace: str, deployment: str, now: float | None = None) -> float:
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            dollars, rate, since = self._state.get((namespace, deployment), [0.0, 0.0, now])
+        return dollars + rate * (now - since) / 3600
+
+    def collect(self):
+        family = CounterMetricFamily("llm_cost", "Dollars spent on GPU replicas since the operator started",
+                                     labels=["namespace", "deployment"])
+        now = time.monotonic()
+        for namespace, deployment in list(self._state):
+            family.add_metric([namespace, deployment], self.value(namespace, deployment, now))
+        yield family
+
+
+COST_TOTAL = CostTotal()
 COST_PER_HOUR = Gauge("llmd_cost_per_hour_usd", "Current cost of the desired replicas, USD per hour",
                       ["namespace", "deployment"])
 BUDGET_LIMITED = Gauge("llmd_budget_limited", "1 when a cost constraint holds a deployment below what its SLO needs",
@@ -28,3 +66,4 @@ def record_pools(namespace: str, name: str, pools: list[dict], cost_per_hour: fl
         POOL_REPLICAS.labels(namespace, name, pool["role"], "on-demand").set(pool["onDemandReplicas"])
     if cost_per_hour is not None:
         COST_PER_HOUR.labels(namespace, name).set(cost_per_hour)
+        COST_TOTAL.set_rate(namespace, name, cost_per_hour)

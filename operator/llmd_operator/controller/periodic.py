@@ -1,4 +1,4 @@
-"""Fleet-wide periodic work (the SLO loop and the cost counter), run at most once per interval.
+"""Fleet-wide periodic work (the SLO loop), run at most once per interval.
 
 Kopf timers drive it, so it pauses with everything else when peering makes this replica a standby.
 """
@@ -9,13 +9,11 @@ import asyncio
 import logging
 import time
 
-from . import metrics
 from .config import CONFIG
 
 log = logging.getLogger("llmd_operator.periodic")
 _lock = asyncio.Lock()
 _last_tick = 0.0
-_last_cost = None
 
 
 async def maybe_tick() -> None:
@@ -32,21 +30,9 @@ def _tick() -> None:
     from ..slo import loop  # noqa: PLC0415
     from . import reconcile  # noqa: PLC0415
 
-    accumulate_cost()
     try:
         for result in loop.tick(loop.prometheus_client(), reconcile.catalog()):
             if result.get("changes"):
                 log.info("%s: %s (%s)", result["deployment"], "; ".join(result["changes"]), result["reason"])
     except Exception:  # noqa: BLE001 (the next tick tries again)
         log.exception("SLO loop tick failed")
-
-
-def accumulate_cost() -> None:
-    """llm_cost_total grows by each deployment's $/hour for the time since the last tick."""
-    global _last_cost
-    now = time.monotonic()
-    if _last_cost is not None:
-        hours = (now - _last_cost) / 3600
-        for sample in metrics.COST_PER_HOUR.collect()[0].samples:
-            metrics.COST_TOTAL.labels(sample.labels["namespace"], sample.labels["deployment"]).inc(sample.value * hours)
-    _last_cost = now
