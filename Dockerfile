@@ -1,9 +1,13 @@
 # syntax=docker/dockerfile:1
-# llmd-operator image: the operator only (no torch; the `profile` extra is for offline profiling).
+# llmd-operator image: the operator only (no torch).
 #   docker build -t ghcr.io/llm-d/llmd-operator:0.1.0 --build-arg VERSION=0.1.0 --build-arg REVISION=$(git rev-parse HEAD) .
+# The profiler image that spec.profiling's Job runs: the same image with the `profile` extra (PyPI's torch
+# wheels carry their CUDA libraries; the node's NVIDIA driver comes in through the device plugin):
+#   docker build -t ghcr.io/llm-d/llmd-operator-profiler:0.1.0 --build-arg EXTRAS=profile .
 
 # ---- build: a wheel of the package, installed with its runtime dependencies into /opt/llmd ----
 FROM python:3.11-slim-bookworm AS build
+ARG EXTRAS=""
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
@@ -11,9 +15,12 @@ WORKDIR /src
 COPY pyproject.toml ./
 COPY operator/ ./operator/
 # tests/unit/test_dockerfile.py runs these same steps in a clean virtual environment.
+# DL3013 (pin versions): what is installed is the wheel built one line above, with its pinned ranges.
+# hadolint ignore=DL3013
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
  && python -m venv --without-pip /opt/llmd \
- && pip --python /opt/llmd/bin/python install --no-cache-dir /wheels/*.whl \
+ && wheel="$(ls /wheels/*.whl)" \
+ && pip --python /opt/llmd/bin/python install --no-cache-dir "${wheel}${EXTRAS:+[$EXTRAS]}" \
  && /opt/llmd/bin/llmd-operator --help >/dev/null
 
 # ---- runtime: slim Python, the virtual environment, a non-root user ----
