@@ -43,6 +43,8 @@ def test_every_seed_example_reconciles_onto_the_right_nodes(operator, namespace)
     fleet = nodes()
     for name in names:
         obj = wait_for(lambda: ready(namespace, name), READY_TIMEOUT, f"{name} Ready")
+        # No finalizer, loop-owned or not: deletion must never wait for the operator to be up.
+        assert not obj["metadata"].get("finalizers"), obj["metadata"].get("finalizers")
         product = obj["status"]["plan"]["gpuProduct"]
         owned = children(namespace, name)
         assert owned, f"{name} has no children"
@@ -162,7 +164,10 @@ def test_restart_converges_duplicates_nothing_and_idle_writes_nothing(operator, 
         deployments = children(namespace, name, "deploy")
         assert len(deployments) == 1 and len(children(namespace, name, "svc")) == 1
     assert cluster["audit_log"] is not None, "the local cluster writes an audit log; e2e/cluster.sh audit-log names it"
-    # Let every pod settle, then count the operator's writes for a minute.
+    # Idle means nothing changes: earlier tests' namespaces finish going away (the operator rightly records
+    # that, e.g. a scheduler losing a user), pods settle, then the operator's writes are counted for a minute.
+    wait_for(lambda: not [n for n in get_json("namespaces")["items"] if n["status"].get("phase") == "Terminating"],
+             300, "earlier tests' namespaces to finish deleting")
     time.sleep(5)
     quiet_since = time.time()
     time.sleep(60)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 
 import click
 
@@ -42,7 +43,7 @@ def run(namespaces, home_namespace, prometheus_url, prometheus_token_file, capac
     import kopf  # noqa: PLC0415
     from prometheus_client import start_http_server  # noqa: PLC0415
 
-    from . import handlers  # noqa: F401, PLC0415  (registers the handlers)
+    from . import handlers, periodic  # noqa: F401, PLC0415  (importing handlers registers them)
 
     CONFIG.namespaces = list(namespaces)
     CONFIG.home_namespace = home_namespace
@@ -59,6 +60,7 @@ def run(namespaces, home_namespace, prometheus_url, prometheus_token_file, capac
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if metrics_port:
         start_http_server(metrics_port)
+    threading.Thread(target=periodic.run_forever, args=(peering,), name="slo-loop", daemon=True).start()
     kopf.run(
         standalone=peering is None,
         peering_name=peering,

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from ..api import inferencescheduler, llmdeployment
 from ..render import labels
-from . import kube, periodic, reconcile
+from . import kube, reconcile
 from .config import ANNOTATION_PREFIX
 
 LLMD = (llmdeployment.GROUP, llmdeployment.VERSION, llmdeployment.PLURAL)
@@ -85,22 +85,14 @@ def scheduler_changed(body, **_) -> None:
 
 @kopf.on.event(*LLMD)
 def llmdeployment_seen(event, body, **_) -> None:
-    """Keep schedulers' usage counts current as deployments come and go."""
+    """Forget deleted deployments, and keep schedulers' usage counts current as deployments come and go."""
+    if event.get("type") == "DELETED":
+        from ..slo import loop  # noqa: PLC0415
+
+        reconcile.forget(body["metadata"]["uid"])
+        loop.forget(body["metadata"]["uid"])
     if event.get("type") not in ("ADDED", "DELETED") or not (body.get("spec") or {}).get("schedulerName"):
         return
     for scheduler in kube.list_schedulers():
         if scheduler["metadata"]["name"] == body["spec"]["schedulerName"]:
             reconcile.scheduler_status(scheduler)
-
-
-def _loop_may_own(spec, **_) -> bool:
-    """Deployments whose pools the SLO loop may size; only these carry the timer that ticks it."""
-    scheduling = spec.get("scheduling") or {}
-    return bool(spec.get("schedulerName") or scheduling.get("sloPolicy")
-                or (spec.get("scaling") or {}).get("mode") == "scheduler_managed")
-
-
-@kopf.timer(*LLMD, interval=5.0, when=_loop_may_own)
-async def fleet_tick(**_) -> None:
-    """Any managed deployment's timer may start the fleet-wide tick; it runs once per --slo-interval."""
-    await periodic.maybe_tick()

@@ -57,6 +57,20 @@ def namespace_going_away(error: Exception) -> bool:
     return isinstance(error, ApiException) and error.status == 403 and "being terminated" in str(error.body or "")
 
 
+def namespace_terminating(name: str) -> bool:
+    try:
+        namespace = client.CoreV1Api(api_client()).read_namespace(name)
+    except ApiException as error:
+        return error.status == 404
+    return bool(namespace.status and namespace.status.phase == "Terminating")
+
+
+def namespaces_going_away() -> set[str]:
+    """Namespaces being deleted: what is in them is going too, so the operator leaves it alone."""
+    items = client.CoreV1Api(api_client()).list_namespace().items
+    return {n.metadata.name for n in items if n.status and n.status.phase == "Terminating"}
+
+
 def list_children(namespace: str, selector: dict[str, str], profiling: bool = False) -> list[dict]:
     """Every child kind the operator creates, carrying the given labels (the profiler's kinds on request)."""
     label_selector = ",".join(f"{k}={v}" for k, v in selector.items())

@@ -1,38 +1,61 @@
-"""Fleet-wide periodic work (the SLO loop), run at most once per interval.
+"""Fleet-wide periodic work: the SLO loop, on a background thread.
 
-Kopf timers drive it, so it pauses with everything else when peering makes this replica a standby.
+Not a Kopf timer: Kopf puts a finalizer on every object that has a timer, and a finalizer blocks deletion
+whenever the operator is down. With peering (several replicas), only the replica Kopf keeps active ticks.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import os
 import time
+from datetime import datetime, timezone
 
 from .config import CONFIG
 
 log = logging.getLogger("llmd_operator.periodic")
-_lock = asyncio.Lock()
-_last_tick = 0.0
 
 
-async def maybe_tick() -> None:
-    """Run one SLO-loop tick for every managed deployment if the interval has passed; otherwise do nothing."""
-    global _last_tick
-    if _lock.locked() or time.monotonic() - _last_tick < CONFIG.slo_interval_seconds:
-        return
-    async with _lock:
-        _last_tick = time.monotonic()
-        await asyncio.to_thread(_tick)
-
-
-def _tick() -> None:
+def run_forever(peering: str | None) -> None:
+    """Tick the SLO loop every --slo-interval seconds; a failed tick is logged and the next one runs."""
     from ..slo import loop  # noqa: PLC0415
     from . import reconcile  # noqa: PLC0415
 
-    try:
-        for result in loop.tick(loop.prometheus_client(), reconcile.catalog()):
-            if result.get("changes"):
-                log.info("%s: %s (%s)", result["deployment"], "; ".join(result["changes"]), result["reason"])
-    except Exception:  # noqa: BLE001 (the next tick tries again)
-        log.exception("SLO loop tick failed")
+    prometheus = loop.prometheus_client()
+    while True:
+        started = time.monotonic()
+        try:
+            if peering is None or active_peer(peering):
+                for result in loop.tick(prometheus, reconcile.catalog()):
+                    if result.get("changes"):
+                        log.info("%s: %s (%s)", result["deployment"], "; ".join(result["changes"]), result["reason"])
+        except Exception:  # noqa: BLE001 (the next tick tries again)
+            log.exception("SLO loop tick failed")
+        time.sleep(max(1.0, CONFIG.slo_interval_seconds - (time.monotonic() - started)))
+
+
+def active_peer(peering: str) -> bool:
+    """Kopf's own rule: active only while no other live peer has the same or a higher priority."""
+    from kubernetes import client  # noqa: PLC0415
+
+    from .kube import api_client  # noqa: PLC0415
+
+    me = os.environ.get("POD_ID")
+    if not me:
+        log.warning("peering %s without POD_ID: cannot tell which peer this is, so the SLO loop does not tick", peering)
+        return False
+    api = client.CustomObjectsApi(api_client())
+    if CONFIG.namespaces:
+        body = api.get_namespaced_custom_object("kopf.dev", "v1", CONFIG.namespaces[0], "kopfpeerings", peering)
+    else:
+        body = api.get_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", peering)
+    now = datetime.now(timezone.utc)
+    peers = {}
+    for identity, info in (body.get("status") or {}).items():
+        if not isinstance(info, dict):
+            continue
+        seen = datetime.fromisoformat(str(info.get("lastseen")).replace("Z", "+00:00"))
+        if (now - seen).total_seconds() <= float(info.get("lifetime", 60)):
+            peers[identity] = int(info.get("priority", 0))
+    mine = peers.get(me)
+    return mine is not None and all(p < mine for identity, p in peers.items() if identity != me)

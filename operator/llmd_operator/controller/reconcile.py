@@ -71,6 +71,12 @@ def find_scheduler(llmd: LLMDeployment) -> InferenceScheduler | None:
     return resolve_scheduler(llmd, schedulers(), CONFIG.home_namespace)
 
 
+def forget(uid: str) -> None:
+    """Drop what the operator remembers of an LLMDeployment that is gone."""
+    _owner_locks.pop(uid, None)
+    _announced.pop(uid, None)
+
+
 def owner_reference(body: dict) -> dict:
     return {
         "apiVersion": f"{llmdeployment.GROUP}/{llmdeployment.VERSION}",
@@ -88,7 +94,7 @@ def reconcile(body: dict) -> Outcome:
     with _owner_locks[key]:
         started = time.monotonic()
         try:
-            if body["metadata"].get("deletionTimestamp"):
+            if body["metadata"].get("deletionTimestamp") or kube.namespace_terminating(body["metadata"]["namespace"]):
                 return Outcome()  # garbage collection removes the children; nothing to apply or report
             outcome = _reconcile(body)
             metrics.RECONCILES.labels(kind="LLMDeployment", result="error" if outcome.problem else "ok").inc()

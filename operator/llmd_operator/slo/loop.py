@@ -34,6 +34,10 @@ class Managed:
     plan: DeploymentPlan
 
 
+def forget(uid: str) -> None:
+    _last_decided.pop(uid, None)
+
+
 def prometheus_client():
     if not CONFIG.prometheus_url:
         return None
@@ -50,8 +54,11 @@ def managed_deployments(catalog) -> list[Managed]:
     """LLMDeployments with at least one pool whose size the loop owns."""
     schedulers = reconcile.schedulers()
     found = []
+    leaving = kube.namespaces_going_away()
     for body in kube.list_llmdeployments():
-        if CONFIG.namespaces and body["metadata"]["namespace"] not in CONFIG.namespaces:
+        meta = body["metadata"]
+        if (CONFIG.namespaces and meta["namespace"] not in CONFIG.namespaces) or meta["namespace"] in leaving \
+                or meta.get("deletionTimestamp"):
             continue
         try:
             llmd = LLMDeployment.model_validate({"metadata": body["metadata"], "spec": body["spec"]})
