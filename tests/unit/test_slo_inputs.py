@@ -130,3 +130,16 @@ def test_cost_counter_integrates_dollars_per_hour_over_time():
     cost.set_rate("team", "chat", 13.76, now=1800.0)     # scaled to two after half an hour
     assert cost.value("team", "chat", now=3600.0) == pytest.approx(3.44 + 6.88)
     assert 'llm_cost_total{deployment="chat",namespace="team"}' in generate_latest(registry).decode()
+
+
+@pytest.mark.parametrize("old, new, differs", [
+    ({"ready": "1/1", "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "a"}]},
+     {"conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "b"}]}, False),  # timestamps alone
+    ({"ready": "1/1"}, {"ready": "2/2"}, True),
+    ({"ready": "1/1", "plan": {"x": 1}}, {"ready": "1/1"}, False),  # keys the patch leaves alone do not count
+    ({"conditions": [{"type": "Ready", "status": "True"}]}, {"conditions": [{"type": "Ready", "status": "False"}]}, True),
+])
+def test_status_patch_only_when_a_reader_would_see_a_change(old, new, differs):
+    from llmd_operator.controller import status
+
+    assert status.differs(old, new) is differs

@@ -145,7 +145,7 @@ def _reconcile(body: dict) -> Outcome:
             status.condition("Ready", False, "PlanImpossible", outcome.problem, generation),
         ]
         new_status = {**_keep(old_status), "observedGeneration": generation, "conditions": status.merge_conditions(old_status.get("conditions"), conditions)}
-        if _status_differs(old_status, new_status):
+        if status.differs(old_status, new_status):
             kube.patch_status(llmdeployment, namespace, name, new_status)
             outcome.status_changed = True
             outcome.events.append(("Warning", "PlanImpossible", outcome.problem))
@@ -201,7 +201,7 @@ def _reconcile(body: dict) -> Outcome:
     }
     new_status = {k: v for k, v in new_status.items() if v is not None}
     metrics.record_pools(namespace, name, pools, cost)
-    if _status_differs(old_status, new_status):
+    if status.differs(old_status, new_status):
         kube.patch_status(llmdeployment, namespace, name, new_status)
         outcome.status_changed = True
     if outcome.created or outcome.updated or outcome.pruned:
@@ -255,17 +255,6 @@ def _owned_by(child: dict, uid: str) -> bool:
     return any(ref.get("uid") == uid for ref in child["metadata"].get("ownerReferences") or [])
 
 
-def _comparable(s: dict) -> dict:
-    s = dict(s)
-    s["conditions"] = [{k: v for k, v in c.items() if k != "lastTransitionTime"} for c in s.get("conditions") or []]
-    return s
-
-
-def _status_differs(old: dict, new: dict) -> bool:
-    old_view = _comparable({k: old.get(k) for k in new})
-    return old_view != _comparable(new)
-
-
 def scheduler_status(body: dict) -> dict | None:
     """Status for an InferenceScheduler: how many deployments use it. None when nothing changed."""
     meta = body["metadata"]
@@ -283,7 +272,7 @@ def scheduler_status(body: dict) -> dict | None:
         status.condition("Ready", True, "Accepted", f"used by {len(users)} LLMDeployment(s)", meta.get("generation"))])
     new = {"observedGeneration": meta.get("generation"), "conditions": conditions,
            "deployments": len(users), "deploymentNames": sorted(users)}
-    if not _status_differs(old, new):
+    if not status.differs(old, new):
         return None
     kube.patch_status(inferencescheduler, meta["namespace"], meta["name"], new)
     return new

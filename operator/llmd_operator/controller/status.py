@@ -36,6 +36,19 @@ def merge_conditions(old: list[dict], new: list[dict]) -> list[dict]:
     return merged
 
 
+def differs(old: dict, new: dict) -> bool:
+    """Whether patching `new` over the stored status would change anything a reader sees.
+
+    Only the keys of `new` count (a patch leaves the others), and a condition's lastTransitionTime does not.
+    """
+    def comparable(s: dict) -> dict:
+        s = dict(s)
+        s["conditions"] = [{k: v for k, v in c.items() if k != "lastTransitionTime"} for c in s.get("conditions") or []]
+        return s
+
+    return comparable({k: old.get(k) for k in new}) != comparable(new)
+
+
 def plan_summary(plan: DeploymentPlan) -> dict:
     fit = plan.fit
     return {

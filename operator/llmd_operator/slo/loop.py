@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -175,8 +176,6 @@ def _decide_and_act(item: Managed, prometheus, snapshot, nodes, now_s: float, ca
 
 
 def _state_text(status_: dict) -> str | None:
-    import json
-
     saved = (status_.get("policyState") or {}).get("state")
     return json.dumps(saved) if saved else None
 
@@ -226,18 +225,12 @@ def _record(item: Managed, decision, state, changes, spot_ok, spot_why, snapshot
     }
     saved = (old_status.get("policyState") or {})
     if changes or now_s - float(saved.get("savedAt", 0)) >= STATE_SAVE_EVERY_S:
-        import json
-
         new["policyState"] = {"policy": decision.policy, "savedAt": int(now_s), "state": json.loads(state.to_json())}
     if changes:
         new["lastDecision"] = {"time": status.now(), "pool": ", ".join(changes), "fromReplicas": _total(decision, "current"),
                                "toReplicas": _total(decision, "target"), "reason": decision.reason[:1000]}
     new = {k: v for k, v in new.items() if v is not None}
-    comparable = {k: v for k, v in new.items() if k != "conditions"}
-    old_view = {k: old_status.get(k) for k in comparable}
-    conditions_changed = [{k: v for k, v in c.items() if k != "lastTransitionTime"} for c in new["conditions"]] != [
-        {k: v for k, v in c.items() if k != "lastTransitionTime"} for c in old_status.get("conditions") or []]
-    if comparable != old_view or conditions_changed:
+    if status.differs(old_status, new):
         kube.patch_status(llmdeployment, namespace, name, new)
     for score_name, value in decision.slo_scores:
         metrics.SLO_SCORE.labels(namespace, name, score_name).set(value)
