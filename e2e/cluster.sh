@@ -209,8 +209,9 @@ print(" ".join(map(str, ports)))
 PY
 }
 
+# SO_REUSEADDR as the servers set it: only a listener counts, not sockets in TIME-WAIT after a restart.
 port_free() {
-  python3 -c 'import socket,sys; s=socket.socket(); s.bind(("127.0.0.1", int(sys.argv[1])))' "$1" 2>/dev/null
+  python3 -c 'import socket,sys; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("127.0.0.1", int(sys.argv[1])))' "$1" 2>/dev/null
 }
 
 # ----------------------------------------------------------------- pki ---
