@@ -36,6 +36,9 @@ def queries(window: str) -> dict[str, tuple[str, tuple[str, ...]]]:
         return _either(signal, lambda n: f"sum by ({dep}) (rate({n}_sum{{{entry}}}[{window}])) / "
                                          f"sum by ({dep}) (rate({n}_count{{{entry}}}[{window}]))")
 
+    # The DCGM exporter labels a GPU with the namespace and pod it is allocated to, not with ours: borrow our
+    # labels from the model server's own series of the same pod (1 per pod, so the product keeps the percent).
+    model_server_pods = f"group by (namespace, pod, {DEP}, {ROLE}) ({_either('requests_running', lambda n: n)})"
     return {
         "request_rate": (_either("request_success_total", lambda n: f"sum by ({dep}) (rate({n}{{{entry}}}[{window}]))"), by_dep),
         "mean_input_tokens": (mean("prompt_tokens_hist"), by_dep),
@@ -48,7 +51,8 @@ def queries(window: str) -> dict[str, tuple[str, tuple[str, ...]]]:
         "queue_depth": (_either("requests_waiting", lambda n: f"sum by ({pool}) ({n})"), by_pool),
         "running": (_either("requests_running", lambda n: f"sum by ({pool}) ({n})"), by_pool),
         "kv_usage": (_either("kv_cache_usage", lambda n: f"avg by ({pool}) ({n})"), by_pool),
-        "gpu_util": (_either("gpu_utilization", lambda n: f"avg by ({pool}) ({n}) / 100"), by_pool),
+        "gpu_util": (_either("gpu_utilization", lambda n: f"avg by ({pool}) ({n} * on (namespace, pod) group_left ({DEP}, {ROLE}) "
+                                                           f"{model_server_pods}) / 100"), by_pool),
         "pool_generation_tokens_per_s": (_either("generation_tokens_total", lambda n: f"sum by ({pool}) (rate({n}[{window}]))"), by_pool),
         "pool_prompt_tokens_per_s": (_either("prompt_tokens_total", lambda n: f"sum by ({pool}) (rate({n}[{window}]))"), by_pool),
         "last_sample_s": (_either("requests_running", lambda n: f"max by ({dep}) (timestamp({n}))"), by_dep),

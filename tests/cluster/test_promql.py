@@ -1,0 +1,78 @@
+"""The SLO loop's queries, evaluated by Prometheus's own engine (`promtool test rules`) on series shaped as
+vLLM and the NVIDIA DCGM exporter publish them. Needs Prometheus's promtool (`e2e/ensure-prometheus.sh`)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from llmd_operator.slo import observe
+
+POD = 'namespace="team", pod="chat-decode-7d9f"'
+OURS = 'llm_d_deployment="chat", llm_d_role="decode"'
+PODS = {  # two decode pods with two GPUs each (tensor parallel 2); one prefill pod of another deployment
+    "chat-decode-7d9f": ("chat", "decode", ["80", "60"]),
+    "chat-decode-x2k4": ("chat", "decode", ["40", "20"]),
+    "chat-prefill-a1b2": ("chat", "prefill", ["90"]),
+    "other-decode-q8w7": ("other", "decode", ["10"]),
+}
+
+
+def promtool() -> str:
+    found = shutil.which("promtool")
+    assert found, "promtool not found: install Prometheus with e2e/ensure-prometheus.sh (make test does)"
+    return found
+
+
+def evaluate(tmp_path: Path, series: list[dict], checks: list[dict]) -> subprocess.CompletedProcess:
+    (tmp_path / "rules.yml").write_text("groups: []\n")
+    (tmp_path / "test.yml").write_text(yaml.safe_dump({
+        "rule_files": ["rules.yml"], "evaluation_interval": "15s",
+        "tests": [{"interval": "15s", "input_series": series, "promql_expr_test": checks}],
+    }, sort_keys=False))
+    return subprocess.run([promtool(), "test", "rules", "test.yml"], cwd=tmp_path, capture_output=True, text=True)
+
+
+def test_gpu_utilization_reaches_each_pool_from_dcgm_series_that_only_name_the_pod(tmp_path):
+    series = []
+    for pod, (deployment, role, gpus) in PODS.items():
+        # DCGM exporter: one series per GPU, labelled with the pod it is allocated to, none of our labels.
+        series += [{"series": f'DCGM_FI_DEV_GPU_UTIL{{gpu="{i}", namespace="team", pod="{pod}", Hostname="node-1"}}',
+                    "values": f"{util}x20"} for i, util in enumerate(gpus)]
+        series.append({"series": f'vllm:num_requests_running{{namespace="team", pod="{pod}", '
+                                 f'llm_d_deployment="{deployment}", llm_d_role="{role}", llm_d_capacity_type="spot"}}',
+                       "values": "3x20"})
+    query = observe.queries("2m")["gpu_util"][0]
+    result = evaluate(tmp_path, series, [{"expr": query, "eval_time": "4m", "exp_samples": [
+        {"labels": '{namespace="team", llm_d_deployment="chat", llm_d_role="decode"}', "value": 0.5},   # (80+60+40+20)/4
+        {"labels": '{namespace="team", llm_d_deployment="chat", llm_d_role="prefill"}', "value": 0.9},
+        {"labels": '{namespace="team", llm_d_deployment="other", llm_d_role="decode"}', "value": 0.1},
+    ]}])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_kv_cache_usage_reads_the_older_vllm_name_too(tmp_path):
+    series = [
+        {"series": f'vllm:kv_cache_usage_perc{{{POD}, {OURS}}}', "values": "0.25x20"},
+        {"series": f'vllm:gpu_cache_usage_perc{{namespace="team", pod="legacy-0", llm_d_deployment="legacy", llm_d_role="decode"}}',
+         "values": "0.75x20"},
+    ]
+    result = evaluate(tmp_path, series, [{"expr": observe.queries("2m")["kv_usage"][0], "eval_time": "4m", "exp_samples": [
+        {"labels": f'{{namespace="team", {OURS}}}', "value": 0.25},
+        {"labels": '{namespace="team", llm_d_deployment="legacy", llm_d_role="decode"}', "value": 0.75},
+    ]}])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_request_rate_counts_completed_requests_on_the_entry_pools_only(tmp_path):
+    series = [  # 2 requests/s finish on decode; the prefill pool's counter must not be added to it
+        {"series": f'vllm:request_success_total{{{POD}, {OURS}, finished_reason="stop"}}', "values": "0+30x20"},
+        {"series": 'vllm:request_success_total{namespace="team", pod="chat-prefill-a1b2", llm_d_deployment="chat", '
+                   'llm_d_role="prefill", finished_reason="length"}', "values": "0+30x20"},
+    ]
+    result = evaluate(tmp_path, series, [{"expr": observe.queries("2m")["request_rate"][0], "eval_time": "4m",
+                                          "exp_samples": [{"labels": '{namespace="team", llm_d_deployment="chat"}', "value": 2}]}])
+    assert result.returncode == 0, result.stdout + result.stderr
