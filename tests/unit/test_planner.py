@@ -6,7 +6,7 @@ import pytest
 
 from llmd_operator.api.llmdeployment import LLMDeployment
 from llmd_operator.planning import memory
-from llmd_operator.planning.plan import PlanError, PlanOptions, plan_deployment
+from llmd_operator.planning.plan import PlanError, PlanOptions, may_be_loop_owned, plan_deployment
 
 GIB = 2**30
 
@@ -151,8 +151,11 @@ def test_scheduler_spot_ratio_applies_to_its_deployments(catalog):
       "scheduling": {"sloPolicy": {}}}, "slo-loop"),
 ])
 def test_one_owner_per_replica_count(catalog, spec_extra, owner):
-    plan = plan_deployment(llmd({"model": {"name": "llama-3.1-8b"}, **spec_extra}), catalog)
+    spec = {"model": {"name": "llama-3.1-8b"}, **spec_extra}
+    plan = plan_deployment(llmd(spec), catalog)
     assert plan.pools[0].replicas_owner == owner
+    # The SLO loop skips specs this says no to without planning them: it must never say no to a loop-owned one.
+    assert may_be_loop_owned(spec) or owner != "slo-loop"
 
 
 @pytest.mark.parametrize("operator, given, applied", [("Lt", "2.0", "2"), ("Lt", "1.5", "2"), ("Gt", "1.5", "1"), ("Gt", "3", "3")])

@@ -60,6 +60,7 @@ def run(namespaces, home_namespace, prometheus_url, prometheus_token_file, capac
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if metrics_port:
         start_http_server(metrics_port)
+    handlers.OWNERS.start(workers=4)
     threading.Thread(target=periodic.run_forever, args=(peering,), name="slo-loop", daemon=True).start()
     kopf.run(
         standalone=peering is None,

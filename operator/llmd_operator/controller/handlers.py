@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from ..api import inferencescheduler, llmdeployment
 from ..render import labels
 from . import kube, reconcile
+from .owner_queue import OwnerKey, OwnerQueue
 from .config import ANNOTATION_PREFIX
 
 LLMD = (llmdeployment.GROUP, llmdeployment.VERSION, llmdeployment.PLURAL)
@@ -25,7 +26,7 @@ def configure(settings: kopf.OperatorSettings, **_) -> None:
     settings.persistence.finalizer = f"{ANNOTATION_PREFIX}/finalizer"
     settings.persistence.consistency_timeout = 10
     settings.posting.level = logging.WARNING  # our own events say what changed; no "handler succeeded" noise
-    settings.execution.max_workers = 8
+    settings.execution.max_workers = 8  # handler threads; children's owners have their own (OWNERS)
     settings.watching.server_timeout = 300
     settings.networking.error_backoffs = [1, 2, 5, 10]
 
@@ -52,18 +53,24 @@ def reconcile_llmdeployment(body, **_) -> None:
 @kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers", labels=OWNED)
 @kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=OWNED)
 @kopf.on.event("", "v1", "services", labels=OWNED)
-def child_changed(event, body, **_) -> None:
-    """A child changed or vanished: put back what the spec says, and refresh the owner's status."""
+async def child_changed(event, body, **_) -> None:
+    """A child changed or vanished: queue its owner, to put back what the spec says and refresh its status."""
     if event.get("type") is None:  # the initial listing; the owner's resume handler covers it
         return
     owner = next((r for r in body.get("metadata", {}).get("ownerReferences") or [] if r.get("kind") == llmdeployment.KIND), None)
-    if owner is None:
+    if owner is not None:
+        OWNERS.add(OwnerKey(body["metadata"]["namespace"], owner["name"], owner.get("uid", "")))
+
+
+def reconcile_owner(key: OwnerKey) -> None:
+    parent = kube.get_llmdeployment(key.namespace, key.name)
+    if parent is None or parent["metadata"].get("deletionTimestamp") or parent["metadata"]["uid"] != key.uid:
         return
-    parent = kube.get_llmdeployment(body["metadata"]["namespace"], owner["name"])
-    if parent is None or parent["metadata"].get("deletionTimestamp") or parent["metadata"]["uid"] != owner.get("uid"):
-        return
-    outcome = reconcile.reconcile(parent)
-    _post(parent, outcome)
+    for kind, reason, message in reconcile.reconcile(parent).events:
+        kube.post_event(parent, kind, reason, message)
+
+
+OWNERS = OwnerQueue(reconcile_owner)
 
 
 @kopf.on.resume(*SCHEDULERS)
@@ -73,9 +80,9 @@ def scheduler_changed(body, **_) -> None:
     reconcile.scheduler_status(dict(body))
     # Deployments that use this scheduler plan with its spot policy: re-plan each on its own, so that one
     # failing does not send the scheduler's handler into retries (the deployment's own handler retries it).
-    for item in kube.list_llmdeployments():
-        if (item.get("spec") or {}).get("schedulerName") != body["metadata"]["name"]:
-            continue
+    users = [item for item in kube.iter_llmdeployments()
+             if (item.get("spec") or {}).get("schedulerName") == body["metadata"]["name"]]
+    for item in users:
         try:
             _post(item, reconcile.reconcile(item))
         except Exception:  # noqa: BLE001

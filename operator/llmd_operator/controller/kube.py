@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import threading
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from functools import lru_cache
 
@@ -52,6 +54,13 @@ def resource(api_version: str, kind: str):
     return dynamic().resources.get(api_version=api_version, kind=kind)
 
 
+def list_raw(api_version: str, kind: str, **params) -> list[dict]:
+    """A LIST as plain dicts, parsed straight from the JSON: the dynamic client's wrapped objects cost
+    several times the memory, and a thousand reconciles hold many of these at once."""
+    response = resource(api_version, kind).get(serialize=False, **params)
+    return json.loads(response.data)["items"]
+
+
 def namespace_going_away(error: Exception) -> bool:
     """The API server refuses new objects in a namespace being deleted; nothing there needs reconciling."""
     return isinstance(error, ApiException) and error.status == 403 and "being terminated" in str(error.body or "")
@@ -76,8 +85,7 @@ def list_children(namespace: str, selector: dict[str, str], profiling: bool = Fa
     label_selector = ",".join(f"{k}={v}" for k, v in selector.items())
     found = []
     for api_version, kind in CHILD_KINDS + (PROFILING_KINDS if profiling else ()):
-        items = resource(api_version, kind).get(namespace=namespace, label_selector=label_selector).to_dict()["items"]
-        for item in items:
+        for item in list_raw(api_version, kind, namespace=namespace, label_selector=label_selector):
             item.setdefault("apiVersion", api_version)
             item.setdefault("kind", kind)
             found.append(item)
@@ -86,7 +94,7 @@ def list_children(namespace: str, selector: dict[str, str], profiling: bool = Fa
 
 def list_pods(namespace: str, selector: dict[str, str]) -> list[dict]:
     label_selector = ",".join(f"{k}={v}" for k, v in selector.items())
-    return resource("v1", "Pod").get(namespace=namespace, label_selector=label_selector).to_dict()["items"]
+    return list_raw("v1", "Pod", namespace=namespace, label_selector=label_selector)
 
 
 def apply(desired: dict, live: dict | None) -> str | None:
@@ -128,25 +136,34 @@ def get_llmdeployment(namespace: str, name: str) -> dict | None:
         raise
 
 
-def _list_custom(module, namespaces: list[str]) -> list[dict]:
-    """All objects of a kind: cluster-wide, or per namespace when the operator is namespaced (RBAC allows only that)."""
+def _iter_custom(module, namespaces: list[str], page: int = 250) -> Iterator[dict]:
+    """All objects of a kind, a page at a time so that a big fleet is never held in memory at once:
+    cluster-wide, or per namespace when the operator is namespaced (RBAC allows only that)."""
     api = client.CustomObjectsApi(api_client())
-    if not namespaces:
-        return api.list_cluster_custom_object(module.GROUP, module.VERSION, module.PLURAL)["items"]
-    items = []
-    for namespace in dict.fromkeys(namespaces):
-        items += api.list_namespaced_custom_object(module.GROUP, module.VERSION, namespace, module.PLURAL)["items"]
-    return items
+    for namespace in dict.fromkeys(namespaces) if namespaces else [None]:
+        token = None
+        while True:
+            if namespace is None:
+                found = api.list_cluster_custom_object(module.GROUP, module.VERSION, module.PLURAL,
+                                                       limit=page, _continue=token)
+            else:
+                found = api.list_namespaced_custom_object(module.GROUP, module.VERSION, namespace, module.PLURAL,
+                                                          limit=page, _continue=token)
+            yield from found["items"]
+            token = (found.get("metadata") or {}).get("continue")
+            if not token:
+                break
 
 
 def list_schedulers() -> list[dict]:
     # Schedulers are also looked up in the home namespace, which a namespaced operator may not watch.
     namespaces = [*CONFIG.namespaces, CONFIG.home_namespace] if CONFIG.namespaces else []
-    return _list_custom(inferencescheduler, namespaces)
+    return list(_iter_custom(inferencescheduler, namespaces))
 
 
-def list_llmdeployments() -> list[dict]:
-    return _list_custom(llmdeployment, CONFIG.namespaces)
+def iter_llmdeployments() -> Iterator[dict]:
+    """Every LLMDeployment the operator watches, paged: callers keep only what they need."""
+    return _iter_custom(llmdeployment, CONFIG.namespaces)
 
 
 def patch_status(module, namespace: str, name: str, status: dict) -> None:

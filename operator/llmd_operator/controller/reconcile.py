@@ -259,7 +259,7 @@ def scheduler_status(body: dict) -> dict | None:
     """Status for an InferenceScheduler: how many deployments use it. None when nothing changed."""
     meta = body["metadata"]
     users = []
-    for item in kube.list_llmdeployments():
+    for item in kube.iter_llmdeployments():
         wanted = (item.get("spec") or {}).get("schedulerName")
         if wanted != meta["name"]:
             continue

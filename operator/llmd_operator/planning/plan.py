@@ -391,6 +391,12 @@ def _ways_out(llmd, catalog, options, quantization, kv_dtype, fixed_tp, constrai
     return ways
 
 
+def may_be_loop_owned(spec: dict) -> bool:
+    """A cheap look at a raw spec. False means no pool of it can be sized by the SLO loop: every way to
+    hand pools to the loop (`_replica_bounds`) goes through one of these fields."""
+    return bool(spec.get("scaling") or spec.get("scheduling") or spec.get("schedulerName"))
+
+
 def _replica_bounds(llmd: LLMDeployment, request: _PoolRequest, options: PlanOptions):
     """(owner, initial replicas, min, max, HPA scaling block) for one pool."""
     spec = llmd.spec

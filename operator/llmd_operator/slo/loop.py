@@ -15,7 +15,7 @@ from ..api.inferencescheduler import InferenceScheduler
 from ..api.llmdeployment import LLMDeployment
 from ..controller import kube, metrics, reconcile, status
 from ..controller.config import CONFIG, SCALER_FIELD_MANAGER
-from ..planning.plan import DeploymentPlan, PlanError, PlanOptions, plan_deployment
+from ..planning.plan import DeploymentPlan, PlanError, PlanOptions, may_be_loop_owned, plan_deployment
 from ..planning.scheduler_ref import resolve_scheduler
 from ..render import labels
 from . import observe, policy_inputs
@@ -56,9 +56,9 @@ def managed_deployments(catalog) -> list[Managed]:
     schedulers = reconcile.schedulers()
     found = []
     leaving = kube.namespaces_going_away()
-    for body in kube.list_llmdeployments():
+    for body in kube.iter_llmdeployments():
         meta = body["metadata"]
-        if (CONFIG.namespaces and meta["namespace"] not in CONFIG.namespaces) or meta["namespace"] in leaving \
+        if not may_be_loop_owned(body.get("spec") or {}) or (CONFIG.namespaces and meta["namespace"] not in CONFIG.namespaces) or meta["namespace"] in leaving \
                 or meta.get("deletionTimestamp"):
             continue
         try:
@@ -105,7 +105,7 @@ def tick(prometheus, catalog, now_s: float | None = None) -> list[dict]:
     if not managed:
         return []
     snapshot = observe.take_snapshot(prometheus, CONFIG.metrics_window) if prometheus else observe.Snapshot(ok=False, error="no --prometheus-url given")
-    nodes = {n["metadata"]["name"]: n for n in kube.resource("v1", "Node").get().to_dict()["items"]}
+    nodes = {n["metadata"]["name"]: n for n in kube.list_raw("v1", "Node")}
     results = []
     for item in managed:
         uid = item.body["metadata"]["uid"]
