@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from ..api import inferencescheduler, llmdeployment
 from ..render import labels
-from . import kube, reconcile
+from . import kube, metrics, reconcile
 from .owner_queue import OwnerKey, OwnerQueue
 from .config import ANNOTATION_PREFIX
 
@@ -71,6 +71,7 @@ def reconcile_owner(key: OwnerKey) -> None:
 
 
 OWNERS = OwnerQueue(reconcile_owner)
+metrics.OWNER_QUEUE_DEPTH.set_function(OWNERS.waiting)
 
 
 @kopf.on.resume(*SCHEDULERS)

@@ -14,6 +14,8 @@ DECISIONS = Counter("llmd_scaling_decisions_total", "Scaling decisions the SLO l
                     ["namespace", "deployment", "pool", "direction"])
 SLO_SCORE = Gauge("llmd_slo_score", "Violation per objective: (actual - target) / target, negative when met",
                   ["namespace", "deployment", "objective"])
+OWNER_QUEUE_DEPTH = Gauge("llmd_owner_queue_depth",
+                          "LLMDeployments waiting for a reconcile because one of their children changed")
 POOL_REPLICAS = Gauge("llmd_pool_replicas", "Desired replicas per pool and capacity type",
                       ["namespace", "deployment", "pool", "capacity_type"])
 
