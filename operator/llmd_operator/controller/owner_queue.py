@@ -61,8 +61,6 @@ class OwnerQueue:
             self._work(key)
         except Exception:  # noqa: BLE001 (one owner's failure must not stop the others; its next event retries)
             log.exception("reconciling %s/%s after a child changed failed", key.namespace, key.name)
-        finally:
-            self._queue.task_done()
         return True
 
     def start(self, workers: int) -> None:

@@ -58,7 +58,9 @@ def managed_deployments(catalog) -> list[Managed]:
     leaving = kube.namespaces_going_away()
     for body in kube.iter_llmdeployments():
         meta = body["metadata"]
-        if not may_be_loop_owned(body.get("spec") or {}) or (CONFIG.namespaces and meta["namespace"] not in CONFIG.namespaces) or meta["namespace"] in leaving \
+        if not may_be_loop_owned(body.get("spec") or {}):
+            continue  # skipped before parsing and planning: most of a large fleet is sized by its spec or an HPA
+        if (CONFIG.namespaces and meta["namespace"] not in CONFIG.namespaces) or meta["namespace"] in leaving \
                 or meta.get("deletionTimestamp"):
             continue
         try:
