@@ -4,7 +4,7 @@ VENV ?= .venv
 PYTHON ?= python3
 export LLMD_CACHE ?= $(HOME)/.cache/llmd-operator
 
-.PHONY: help venv test unit cluster-test demo crds bench down clean
+.PHONY: help venv test unit cluster-test gpu-test demo crds bench down clean
 
 help:
 	@echo "make demo   local cluster with fake GPU nodes, the operator, example deployments and a live view"
@@ -34,6 +34,10 @@ cluster-test: venv
 	@KUBECONFIG="$$(e2e/cluster.sh up | tail -n 1)" && export KUBECONFIG && \
 	  PATH="$$(e2e/cluster.sh bin-dir):$$PATH" && export PATH && \
 	  $(VENV)/bin/python -m pytest -q -p no:cacheprovider tests/cluster
+
+# the profiler's CUDA kernels and graphs; needs a CUDA GPU and torch, nothing else of the project's dependencies
+gpu-test:
+	PYTHONPATH=operator $(PYTHON) -m pytest -q -p no:cacheprovider --confcutdir tests/gpu tests/gpu
 
 demo: venv
 	e2e/demo.sh

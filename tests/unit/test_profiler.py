@@ -29,8 +29,8 @@ from llmd_operator.profile.arch import Arch, from_catalog
 from llmd_operator.profile.command import profile as profile_command
 from llmd_operator.profile.measure import compare_logits, kv_bytes_per_token, perplexity
 from llmd_operator.profile.model import Transformer, build_model, load_safetensors, weights_config
-from llmd_operator.profile.quant import (Fp8Linear, Int4Linear, Int8Linear, _pack4, _unpack4, quantize_model,
-                                         storage_breakdown, storage_bytes)
+from llmd_operator.profile.quant import (Fp8Linear, Int4Linear, Int8Linear, _pack4, _unpack4, pad_rows,
+                                         quantize_model, storage_breakdown, storage_bytes)
 from llmd_operator.profile.results import (ProfileRun, fit_decode_points, fit_prefill_points, report_markdown,
                                            write_outputs)
 from llmd_operator.profile.run import Settings, profile
@@ -113,6 +113,29 @@ def test_pack_unpack_roundtrip():
     packed = _pack4(q)
     assert packed.shape == (3, 5) and packed.dtype == torch.uint8
     assert torch.equal(_unpack4(packed), q)
+
+
+@pytest.mark.parametrize("rows,multiple,minimum,padded", [(1, 16, 0, 16), (16, 16, 0, 16), (17, 16, 0, 32),
+                                                          (1, 8, 24, 24), (30, 8, 24, 32)])
+def test_pad_rows_reaches_the_row_counts_the_kernels_take(rows, multiple, minimum, padded):
+    x = torch.randn(rows, 8)
+    out = pad_rows(x, multiple, minimum)
+    assert out.shape == (padded, 8)
+    assert torch.equal(out[:rows], x) and not out[rows:].any()
+
+
+@pytest.mark.parametrize("zero_point", [True, False])
+def test_int4_tinygemm_layout_holds_the_same_weights(zero_point):
+    torch.manual_seed(0)
+    layer = Int4Linear(torch.nn.Linear(256, 48, bias=False), zero_point=zero_point)
+    packed, pairs = layer.tinygemm_layout()
+    assert packed.shape == (48, 128) and pairs.shape == (2, 48, 2) and pairs.dtype == torch.bfloat16
+    q = torch.stack(((packed >> 4) & 0x0F, packed & 0x0F), dim=-1).flatten(-2).float()  # high nibble first
+    scale, offset = pairs.float().transpose(0, 1).unbind(-1)
+    w = ((q.view(48, 2, 128) - 8) * scale[..., None] + offset[..., None]).view(48, 256)
+    reference = layer.dequantized(torch.float32)
+    # the kernel's scales and offsets are bf16: within bf16 rounding of the stored weights
+    assert torch.allclose(w, reference, rtol=0, atol=float(reference.abs().max()) * 2 ** -7)
 
 
 @pytest.mark.parametrize("cls,kwargs,bound", [

@@ -21,8 +21,18 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+CUDA_WARMUP = 5           # eager calls before capture: kernel selection, lazy weight layouts, clocks
+CUDA_REPLAYS_PER_SAMPLE = 5
+
+
 def _time_ms(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int = 1) -> float:
-    """Median wall time of `fn` in ms (CUDA synchronised around each call)."""
+    """Median time of one call of `fn` in ms. On CUDA, the GPU time of `fn` captured in a CUDA graph
+    and replayed, as vLLM runs its steps: launched one kernel at a time from Python, a decode step of an
+    8B model costs more host time than GPU time, and the timing would measure the host."""
+    if device.type == "cuda":
+        graphed = _cuda_graph_ms(fn, device, repeats)
+        if graphed is not None:
+            return graphed
     for _ in range(warmup):
         fn()
     times = []
@@ -33,6 +43,40 @@ def _time_ms(fn: Callable[[], object], device: torch.device, repeats: int, warmu
         _sync(device)
         times.append((time.perf_counter() - t0) * 1000.0)
     return statistics.median(times)
+
+
+def _cuda_graph_ms(fn: Callable[[], object], device: torch.device, repeats: int) -> float | None:
+    """Median over `repeats` samples of the mean time of a graph replay (CUDA events); None when `fn`
+    cannot be captured (the caller then times it eagerly)."""
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):  # capture wants its warm-up off the default stream
+        for _ in range(CUDA_WARMUP):
+            fn()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    try:
+        with torch.cuda.graph(graph):
+            fn()
+    except RuntimeError:
+        torch.cuda.synchronize(device)
+        return None
+    try:
+        for _ in range(CUDA_WARMUP):
+            graph.replay()
+        times = []
+        for _ in range(max(1, repeats)):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(CUDA_REPLAYS_PER_SAMPLE):
+                graph.replay()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / CUDA_REPLAYS_PER_SAMPLE)
+        return statistics.median(times)
+    finally:
+        del graph
+        torch.cuda.empty_cache()
 
 
 def kv_bytes_per_token(model: Transformer, kv_dtype: torch.dtype) -> float:
@@ -92,16 +136,12 @@ def decode_points(model: Transformer, batches: list[int], contexts: list[int], k
 
 def _decode_ms(model: Transformer, b: int, ctx: int, kv_dtype: torch.dtype, steps: int,
                g: torch.Generator) -> float:
-    cache = model.new_cache(b, ctx + steps + 1, kv_dtype)
+    cache = model.new_cache(b, ctx + 1, kv_dtype)
     cache.fill_random(ctx)
     ids = torch.randint(0, model.arch.vocab_size, (b, 1), generator=g).to(model.device)
-    state = {"pos": ctx}
-
-    def step():
-        model(ids, cache, state["pos"])
-        state["pos"] = state["pos"] + 1 if state["pos"] + 1 < ctx + steps else ctx
-
-    return _time_ms(step, model.device, repeats=steps)
+    # every call is the step after `ctx` tokens (it rewrites the same cache slot): the same work each
+    # time, so a CUDA graph of it can be replayed
+    return _time_ms(lambda: model(ids, cache, ctx), model.device, repeats=steps)
 
 
 def fixed_prompts(vocab_size: int, count: int, length: int, seed: int = 1234) -> torch.Tensor:

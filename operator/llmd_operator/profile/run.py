@@ -132,8 +132,9 @@ def _profile(arch: Arch, settings: Settings, device: str, echo: Echo) -> Profile
                          f"{built.kv_heads} KV heads, MLP {built.intermediate_size}) measured on one device; "
                          "all-reduce time is not included; weight and KV bytes are per rank x tp")
     if device == "cuda":
-        run.notes.append("eager PyTorch (no CUDA graphs, no paged attention, no fused int4 kernel): step times "
-                         "are upper bounds of what vLLM reaches on this GPU")
+        run.notes.append("PyTorch kernels replayed from CUDA graphs, as vLLM runs its steps; no paged attention, "
+                         "and the quantized formats quantize activations and scale results in kernels of their "
+                         "own (vLLM fuses them): step times are upper bounds of what vLLM reaches on this GPU")
     if device != "cuda" and device != "meta":
         run.notes.append("CPU run: timings are NOT representative of GPU serving speed; use them to check the "
                          "pipeline, and profile on the GPU product for capacity numbers")
@@ -185,7 +186,9 @@ def _profile(arch: Arch, settings: Settings, device: str, echo: Echo) -> Profile
         if fmt == "fp8" and not fp8_supported(device):
             res.notes.append("no native fp8 here: e4m3 storage, dequantized matmul (quality exact, speed not)")
         if fmt == "int4":
-            res.notes.append("dequantize-then-matmul (no fused int4 kernel): slower than vLLM's Marlin")
+            res.notes.append("tinygemm up to 128 rows (decode), dequantize-then-matmul above (prefill): slower "
+                             "than vLLM's Marlin at large batches" if device == "cuda" else
+                             "dequantize-then-matmul (no fused int4 kernel on CPU)")
         if fmt == "int8" and device != "cuda":
             res.notes.append("dequantized matmul on CPU (W8A8 int8 kernels on CUDA only)")
         if device != "meta":
