@@ -3,6 +3,10 @@ baselines (static-peak, dynamo, oracle) so that they differ only in what load th
 
 `correction` multiplies every modelled step time (1.0 = trust the profile; 1.3 = the fleet runs 30%
 slower than the profile says, as measured by observed / predicted latency).
+
+A prefill pool is one M/G/c queue, not c separate M/G/1 queues: the router sends each prompt to the
+replica with the fewest queued tokens, which is close to one FCFS queue in front of all replicas, so
+the pool needs fewer replicas per request/s the larger it is (prefill_replicas is not linear in rate).
 """
 
 from __future__ import annotations
@@ -79,21 +83,126 @@ def monolithic_rate_per_replica(profile: CapacityProfile, mean_in: float, mean_o
     return lo
 
 
+def erlang_c(servers: int, offered: float) -> float:
+    """Probability that an arrival waits in an M/M/c queue with `servers` servers and offered load
+    `offered` = rate x mean service (Erlang C); 1.0 when offered >= servers (unstable)."""
+    if servers <= 0 or offered >= servers:
+        return 1.0
+    if offered <= 0:
+        return 0.0
+    b = 1.0                                   # Erlang B by the stable recursion B(k) = aB / (k + aB)
+    for k in range(1, servers + 1):
+        b = offered * b / (k + offered * b)
+    rho = offered / servers
+    return b / (1.0 - rho * (1.0 - b))
+
+
+def mgc_wait_quantile_s(servers: int, offered: float, service_s: float, service_cv2: float,
+                        q: float = 0.95) -> float:
+    """q-quantile of the queueing wait in an M/G/c queue (one FCFS queue in front of `servers`
+    replicas): an arrival waits with probability Erlang C, and a waiting arrival's wait is taken as
+    exponential with the M/M/c conditional mean service / (c - offered), scaled by the Allen-Cunneen
+    factor (1 + cs^2) / 2 for the service-time variability."""
+    if offered >= servers:
+        return math.inf
+    pw = erlang_c(servers, offered)
+    if pw <= 1.0 - q:
+        return 0.0
+    mean_wait_if_waiting = service_s / (servers - offered) * (1.0 + service_cv2) / 2.0
+    return mean_wait_if_waiting * math.log(pw / (1.0 - q))
+
+
+def prompt_length_moment(mean_in: float, cv2: float, k: int) -> float:
+    """E[L^k] of prompt lengths taken as gamma-distributed with this mean and squared coefficient
+    of variation (cv2 = 1: exponential): mean^k x prod_{i<k} (1 + i cv2)."""
+    m = mean_in ** k
+    for i in range(k):
+        m *= 1.0 + i * cv2
+    return m
+
+
+def prefill_service_cv2(profile: CapacityProfile, mean_in: float, tuning: Tuning) -> float:
+    """Squared coefficient of variation of one prompt's prefill compute b L + a L^2 for gamma
+    prompt lengths (the quadratic attention term makes it larger than the lengths' own cv^2)."""
+    a, b, cv2 = profile.prefill_a, profile.prefill_b, tuning.prompt_cv2
+    m1, m2, m3, m4 = (prompt_length_moment(mean_in, cv2, k) for k in (1, 2, 3, 4))
+    mean = b * m1 + a * m2
+    second = b * b * m2 + 2 * a * b * m3 + a * a * m4
+    return max(0.0, second / (mean * mean) - 1.0) if mean > 0 else 0.0
+
+
+def prefill_pool_terms(profile: CapacityProfile, mean_in: float, slo: SLOTargets, tuning: Tuning,
+                       correction: float = 1.0) -> tuple[float, float, float, float]:
+    """(latency of one prompt alone s, pool work per prompt s, service cv^2, wait budget s) of the
+    prefill pool. A prompt alone takes ceil(L / chunk) steps, each paying the fixed cost c; a loaded
+    replica packs several prompts into each chunk-token step, so the work a prompt adds to the pool
+    pays c only per chunk-tokens it fills (c L / chunk)."""
+    mean_in = max(1.0, mean_in)
+    compute = mean_prefill_compute_ms(profile, mean_in, tuning)
+    chunk = tuning.prefill_chunk_tokens
+    alone = correction * (max(1, math.ceil(mean_in / chunk)) * profile.prefill_c + compute) / 1000.0
+    work = correction * (profile.prefill_c * mean_in / chunk + compute) / 1000.0
+    xfer = kv_transfer_s(profile, mean_in, tuning.kv_transfer_bytes_per_s)
+    budget = slo.ttft_p95_s * tuning.ttft_margin - xfer - alone
+    return alone, work, prefill_service_cv2(profile, mean_in, tuning), budget
+
+
+def _prefill_pool_ok(servers: int, rate: float, work: float, cv2: float, budget: float,
+                     tuning: Tuning) -> bool:
+    offered = rate * work
+    if offered > tuning.prefill_max_utilization * servers:
+        return False
+    return mgc_wait_quantile_s(servers, offered, work, cv2) <= budget
+
+
+def prefill_pool_capacity(profile: CapacityProfile, servers: int, mean_in: float, slo: SLOTargets,
+                          tuning: Tuning, correction: float = 1.0) -> float:
+    """Largest request rate a prefill pool of `servers` replicas serves with p95 TTFT (wait + prefill
+    + KV transfer) within target x ttft_margin and utilization <= prefill_max_utilization. The pool
+    is one M/G/c queue: the router sends each prompt to the least-loaded replica (by queued tokens),
+    which approximates a shared FCFS queue, so replicas pool their idle time."""
+    if servers <= 0:
+        return 0.0
+    _, work, cv2, budget = prefill_pool_terms(profile, mean_in, slo, tuning, correction)
+    if budget <= 0:
+        return 0.0
+    lo, hi = 0.0, tuning.prefill_max_utilization * servers / work
+    if _prefill_pool_ok(servers, hi, work, cv2, budget, tuning):
+        return hi
+    for _ in range(50):
+        mid = (lo + hi) / 2.0
+        if _prefill_pool_ok(servers, mid, work, cv2, budget, tuning):
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def prefill_replicas(profile: CapacityProfile, rate: float, mean_in: float, slo: SLOTargets,
+                     tuning: Tuning, correction: float = 1.0) -> float:
+    """Fractional prefill replicas for a request rate under the M/G/c model: n - 1 + the share of
+    the step from capacity(n - 1) to capacity(n) that the rate covers, where n is the smallest pool
+    that serves it (so ceil() of the result is that n). inf when no pool can meet the TTFT target."""
+    if rate <= 0:
+        return 0.0
+    _, work, cv2, budget = prefill_pool_terms(profile, mean_in, slo, tuning, correction)
+    if budget <= 0 or not math.isfinite(rate * work):
+        return math.inf
+    n = max(1, math.ceil(rate * work / tuning.prefill_max_utilization - 1e-9))
+    while not _prefill_pool_ok(n, rate, work, cv2, budget, tuning):
+        n += 1
+    hi = prefill_pool_capacity(profile, n, mean_in, slo, tuning, correction)
+    lo = prefill_pool_capacity(profile, n - 1, mean_in, slo, tuning, correction)
+    if hi <= lo:
+        return float(n)
+    return n - 1 + min(1.0, max(0.0, (rate - lo) / (hi - lo)))
+
+
 def prefill_rate_per_replica(profile: CapacityProfile, mean_in: float, slo: SLOTargets, tuning: Tuning,
                              correction: float = 1.0) -> float:
-    """Requests/s one prefill-pool replica serves with p95 TTFT (incl. KV transfer) within target."""
-    mean_in = max(1.0, mean_in)
-    xfer = kv_transfer_s(profile, mean_in, tuning.kv_transfer_bytes_per_s)
-    budget = slo.ttft_p95_s * tuning.ttft_margin - xfer
-    # mean service time of one prompt (chunked), with the spread of prompt lengths
-    chunks = max(1, math.ceil(mean_in / tuning.prefill_chunk_tokens))
-    service = correction * (chunks * profile.prefill_c + mean_prefill_compute_ms(profile, mean_in, tuning)) / 1000.0
-    if budget <= service:
-        return 0.0
-    # p95 queueing wait ~ wait_factor x service x rho / (1 - rho) (M/G/1-like, heavy-tailed prompts)
-    x = (budget - service) / (tuning.prefill_wait_factor * service)
-    rho = min(tuning.prefill_max_utilization, x / (1.0 + x))
-    return rho / service
+    """Requests/s ONE prefill replica serves with p95 TTFT (incl. KV transfer) within target: the
+    c = 1 (M/G/1) case of prefill_pool_capacity. A pool of n serves more than n times this."""
+    return prefill_pool_capacity(profile, 1, mean_in, slo, tuning, correction)
 
 
 def decode_rate_per_replica(profile: CapacityProfile, mean_in: float, mean_out: float, slo: SLOTargets,
@@ -112,12 +221,14 @@ def decode_rate_per_replica(profile: CapacityProfile, mean_in: float, mean_out: 
 def replicas_for_load(profile: CapacityProfile, mode: str, rate: float, mean_in: float, mean_out: float,
                       slo: SLOTargets, tuning: Tuning, correction: float = 1.0) -> dict[str, float]:
     """Fractional replicas per pool for a request rate (callers round up and add their own headroom).
-    inf when one replica cannot meet the SLO at all at these lengths."""
+    inf when one replica cannot meet the SLO at all at these lengths. Monolithic and decode replicas
+    are rate / per-replica rate; prefill replicas come from the pooled (M/G/c) model, whose ceil() is
+    the smallest pool that meets the TTFT target."""
     if rate <= 0:
         return ({"prefill": 0.0, "decode": 0.0} if mode == "disaggregated" else {"monolithic": 0.0})
     if mode == "disaggregated":
-        p = prefill_rate_per_replica(profile, mean_in, slo, tuning, correction)
         d = decode_rate_per_replica(profile, mean_in, mean_out, slo, tuning, correction)
-        return {"prefill": rate / p if p > 0 else math.inf, "decode": rate / d if d > 0 else math.inf}
+        return {"prefill": prefill_replicas(profile, rate, mean_in, slo, tuning, correction),
+                "decode": rate / d if d > 0 else math.inf}
     m = monolithic_rate_per_replica(profile, mean_in, mean_out, slo, tuning, correction)
     return {"monolithic": rate / m if m > 0 else math.inf}
