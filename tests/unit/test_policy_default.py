@@ -85,6 +85,47 @@ def test_scale_up_is_immediate_even_right_after_a_scale_down():
     assert d.pools[0].target >= 6
 
 
+def on_off(burst_rate, until_s, burst_s=60, period_s=240):
+    """Bursts of `burst_rate` for `burst_s` every `period_s`, idle in between (Azure's code trace)."""
+    return [(t, burst_rate if t % period_s < burst_s else 0.0) for t in range(0, until_s, 30)]
+
+
+def test_on_off_load_keeps_the_burst_capacity_through_lulls():
+    burst = 6 * per_replica()
+    targets, _ = run(on_off(burst, 1800), 2)
+    lulls = [n for (t, rate), n in zip(on_off(burst, 1800), targets) if rate == 0 and t > 600]
+    # a burst (60 s) is over before a replica ordered at its start is ready (90 s): keep them
+    assert lulls and min(lulls) >= 6
+
+
+def test_capacity_held_for_bursts_goes_once_a_window_passes_without_one():
+    high, low = 6 * per_replica(), 0.5 * per_replica()
+    window = SPEC.tuning.bursty_window_s
+    # a single drop is held like a lull, then released
+    dropped, _ = run([(t, high if t < 600 else low) for t in range(0, int(600 + window + 600), 30)], 8)
+    assert dropped[-1] <= 2
+    stopped = on_off(high, 1200) + [(t, low) for t in range(1200, int(1200 + window + 600), 30)]
+    held, _ = run(stopped, 2)
+    assert max(held[:40]) >= 6 and held[-1] <= 2
+
+
+def test_a_steady_load_is_not_held_like_a_bursty_one():
+    rate = 0.5 * per_replica()
+    targets, _ = run([(t, rate * (1.2 if (t // 30) % 2 else 0.9)) for t in range(0, 1200, 30)], 6)
+    assert targets[-1] <= 2
+
+
+@pytest.mark.parametrize("rates,bursty", [
+    ([5.0, 5.3, 4.8, 5.1, 4.9, 5.2, 5.0, 4.7, 5.1, 5.3], False),   # Poisson-like at a few req/s
+    ([4.0, 4.4, 4.9, 5.3, 5.8, 6.2, 6.6, 7.0, 7.3, 7.6], False),   # a ramp
+    ([12.0, 0.0, 0.0, 0.0, 11.0, 0.0, 0.0, 0.0, 13.0, 0.0], True), # on/off
+    ([12.0, 0.0], False),                                            # too little history to tell
+])
+def test_bursty_load_detection(rates, bursty):
+    from llmd_operator.slo.decide.model_based import _bursty
+    assert _bursty([[30.0 * i, r] for i, r in enumerate(rates)], SPEC.tuning) is bursty
+
+
 def test_rising_trend_is_extrapolated_over_the_startup_horizon():
     base = per_replica()
     flat, _ = run([(t, 2 * base) for t in range(0, 240, 30)], 3)

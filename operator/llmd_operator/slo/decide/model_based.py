@@ -10,6 +10,9 @@ Every tick:
 5. scale up at once; scale down only when N-1 replicas would still run below `scale_down_margin` of
    their SLO capacity at the load seen now AND the prediction allows it, at most `max_scale_down_step`
    of the pool per decision, not within the cooldown;
+5b. on/off load (the busiest interval of the last 15 min >= 1.5x its mean, e.g. bursts shorter than a
+   pod start-up between idle minutes): keep, or order again, the replicas the busiest burst of that
+   window needed, since replicas ordered when a burst starts are ready only after it ended;
 6. min/max, maxCostPerHour / maxCostPerRequest (BudgetLimited with numbers), spot split by $/token.
 """
 
@@ -150,6 +153,11 @@ def decide(obs: FleetObservation, spec: PolicySpec, profile: CapacityProfile | N
     tn = spec.tuning
     state.extra.setdefault("first_seen_s", obs.time_s)   # no scale-down before a cooldown of history
     keep_s = max(tn.trend_window_s, tn.peak_window_s) + tn.interval_s
+    want_keep_s = max(tn.scale_down_window_s, tn.bursty_window_s)
+    rates = [r for r in state.extra.get("rates", []) if r[0] > obs.time_s - tn.bursty_window_s]
+    rates.append([obs.time_s, round(float(obs.request_rate), 3)])
+    state.extra["rates"] = rates
+    bursty = _bursty(rates, tn)
     state.history.append([obs.time_s, float(obs.request_rate), float(obs.mean_input_tokens),
                           float(obs.mean_output_tokens)])
     state.history = [h for h in state.history if h[0] >= obs.time_s - keep_s]
@@ -197,10 +205,16 @@ def decide(obs: FleetObservation, spec: PolicySpec, profile: CapacityProfile | N
         # scale-down stabilization: the highest recommendation of the last scale_down_window_s
         # (a load that rose within it would need a start-up delay to be served again)
         wants = state.extra.setdefault("wants", {})
-        recent = [w for w in wants.get(p.role, []) if w[0] > obs.time_s - tn.scale_down_window_s]
-        recent.append([obs.time_s, want])
-        wants[p.role] = recent
-        stable_want = max(w[1] for w in recent)
+        kept = [w for w in wants.get(p.role, []) if w[0] > obs.time_s - want_keep_s]
+        kept.append([obs.time_s, want])
+        wants[p.role] = kept
+        window = tn.bursty_window_s if bursty else tn.scale_down_window_s
+        stable_want = max(w[1] for w in kept if w[0] > obs.time_s - window)
+        for_bursts = bursty and stable_want > want
+        if for_bursts:
+            # on/off load: be ready for the window's busiest burst, also in a lull (and again, if
+            # replicas went before the pattern showed): a burst ends before a new replica is ready
+            want = stable_want
         tokens = rate * (mean_in if p.role == "prefill" else mean_out)
         kind = "prompt" if p.role == "prefill" else "output"
         latency = _latency_words(obs, p.role, spec.slo)
@@ -208,7 +222,9 @@ def decide(obs: FleetObservation, spec: PolicySpec, profile: CapacityProfile | N
             targets[p.role] = want
             actions[p.role] = "scale_up"
             reasons[p.role] = (f"{p.role} {cur}->{want}: {latency}predicted {fmt_rate(rate)} req/s, "
-                               f"{fmt_rate(tokens)} {kind} tok/s (correction x{k:.2f})")
+                               f"{fmt_rate(tokens)} {kind} tok/s (correction x{k:.2f})"
+                               + (f"; on/off load: ready for the busiest burst of the last "
+                                  f"{tn.bursty_window_s / 60:.0f} min" if for_bursts else ""))
         elif want < cur:
             since = max(state.last_scale_up_s.get(p.role, -1e18), state.last_scale_down_s.get(p.role, -1e18),
                         state.extra.get("first_seen_s", obs.time_s))
@@ -220,7 +236,7 @@ def decide(obs: FleetObservation, spec: PolicySpec, profile: CapacityProfile | N
             elif stable_want >= cur:
                 targets[p.role] = cur
                 reasons[p.role] = (f"{p.role}: holding {cur} (needed {stable_want} within the last "
-                                   f"{tn.scale_down_window_s:.0f} s)")
+                                   f"{window:.0f} s" + (", on/off load" if bursty else "") + ")")
             elif not n_minus_1_ok:
                 targets[p.role] = cur
                 reasons[p.role] = (f"{p.role}: holding {cur} ({cur - 1} would run at "
@@ -240,6 +256,18 @@ def decide(obs: FleetObservation, spec: PolicySpec, profile: CapacityProfile | N
                  "mean_output_tokens": round(mean_out, 1)}
     predicted.update({f"correction_{r}": round(v, 3) for r, v in corr.items()})
     return finish(obs, spec, state, NAME, targets, reasons, actions, predicted=predicted)
+
+
+def _bursty(rates: list[list[float]], tn) -> bool:
+    """On/off load: the busiest interval of the window >= bursty_peak_to_mean x the window's mean rate
+    (a Poisson load at a few requests per second stays well under 1.5x; a load that idles between
+    bursts goes far over it). A single large drop also counts until the busy intervals leave the
+    window: its capacity then goes up to bursty_window_s later, the price of being ready for a burst
+    that comes back. Needs bursty_min_history_s of history."""
+    if len(rates) < 2 or rates[-1][0] - rates[0][0] < tn.bursty_min_history_s:
+        return False
+    mean = sum(r[1] for r in rates) / len(rates)
+    return mean > 0 and max(r[1] for r in rates) >= tn.bursty_peak_to_mean * mean
 
 
 def _overshoot(obs: FleetObservation, role: str, slo: SLOTargets) -> float:

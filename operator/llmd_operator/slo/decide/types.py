@@ -175,6 +175,13 @@ class Tuning:
     interval_s: float = 30.0
     scale_down_cooldown_s: float = 90.0
     scale_down_window_s: float = 60.0    # scale down to the highest recommendation of this window
+    # on/off load (bursts shorter than a start-up delay, then idle minutes): when the busiest interval of
+    # the last bursty_window_s carries >= bursty_peak_to_mean x that window's mean rate, replicas
+    # released in a lull would be missing at the next burst, so scale down only to the highest
+    # recommendation of the whole window
+    bursty_window_s: float = 900.0
+    bursty_peak_to_mean: float = 1.5
+    bursty_min_history_s: float = 90.0
     scale_up_cooldown_s: float = 0.0
     max_scale_down_step: float = 0.5    # fraction of current replicas removed at most per decision
     scale_down_margin: float = 0.9       # N-1 must run at most this fraction of its SLO capacity
