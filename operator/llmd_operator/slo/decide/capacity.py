@@ -161,10 +161,13 @@ def prefill_pool_capacity(profile: CapacityProfile, servers: int, mean_in: float
     + KV transfer) within target x ttft_margin and utilization <= prefill_max_utilization. The pool
     is one M/G/c queue: the router sends each prompt to the least-loaded replica (by queued tokens),
     which approximates a shared FCFS queue, so replicas pool their idle time."""
-    if servers <= 0:
-        return 0.0
     _, work, cv2, budget = prefill_pool_terms(profile, mean_in, slo, tuning, correction)
-    if budget <= 0:
+    return _pool_capacity(servers, work, cv2, budget, tuning)
+
+
+def _pool_capacity(servers: int, work: float, cv2: float, budget: float, tuning: Tuning) -> float:
+    """prefill_pool_capacity from the pool's terms (prefill_pool_terms), by bisection on the rate."""
+    if servers <= 0 or budget <= 0:
         return 0.0
     lo, hi = 0.0, tuning.prefill_max_utilization * servers / work
     if _prefill_pool_ok(servers, hi, work, cv2, budget, tuning):
@@ -191,8 +194,8 @@ def prefill_replicas(profile: CapacityProfile, rate: float, mean_in: float, slo:
     n = max(1, math.ceil(rate * work / tuning.prefill_max_utilization - 1e-9))
     while not _prefill_pool_ok(n, rate, work, cv2, budget, tuning):
         n += 1
-    hi = prefill_pool_capacity(profile, n, mean_in, slo, tuning, correction)
-    lo = prefill_pool_capacity(profile, n - 1, mean_in, slo, tuning, correction)
+    hi = _pool_capacity(n, work, cv2, budget, tuning)
+    lo = _pool_capacity(n - 1, work, cv2, budget, tuning)
     if hi <= lo:
         return float(n)
     return n - 1 + min(1.0, max(0.0, (rate - lo) / (hi - lo)))
