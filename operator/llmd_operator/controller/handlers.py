@@ -78,11 +78,10 @@ metrics.OWNER_QUEUE_DEPTH.set_function(OWNERS.waiting)
 @kopf.on.create(*SCHEDULERS)
 @kopf.on.update(*SCHEDULERS)
 def scheduler_changed(body, **_) -> None:
-    reconcile.scheduler_status(dict(body))
+    users = reconcile.deployments_naming(body["metadata"]["name"])  # one LIST for the status and the re-plans
+    reconcile.scheduler_status(dict(body), users)
     # Deployments that use this scheduler plan with its spot policy: re-plan each on its own, so that one
     # failing does not send the scheduler's handler into retries (the deployment's own handler retries it).
-    users = [item for item in kube.iter_llmdeployments()
-             if (item.get("spec") or {}).get("schedulerName") == body["metadata"]["name"]]
     for item in users:
         try:
             _post(item, reconcile.reconcile(item))

@@ -255,17 +255,21 @@ def _owned_by(child: dict, uid: str) -> bool:
     return any(ref.get("uid") == uid for ref in child["metadata"].get("ownerReferences") or [])
 
 
-def scheduler_status(body: dict) -> dict | None:
-    """Status for an InferenceScheduler: how many deployments use it. None when nothing changed."""
+def deployments_naming(scheduler_name: str) -> list[dict]:
+    """The LLMDeployments whose spec.schedulerName is this name (in any namespace the operator watches)."""
+    return [item for item in kube.iter_llmdeployments()
+            if (item.get("spec") or {}).get("schedulerName") == scheduler_name]
+
+
+def scheduler_status(body: dict, naming: list[dict] | None = None) -> dict | None:
+    """Status for an InferenceScheduler: how many deployments use it. None when nothing changed.
+    `naming`: deployments_naming(its name), when the caller has it already."""
     meta = body["metadata"]
     users = []
-    for item in kube.iter_llmdeployments():
-        wanted = (item.get("spec") or {}).get("schedulerName")
-        if wanted != meta["name"]:
-            continue
+    for item in deployments_naming(meta["name"]) if naming is None else naming:
         ns = item["metadata"]["namespace"]
         local = ns == meta["namespace"]
-        if local or (meta["namespace"] == CONFIG.home_namespace and not _has_local_scheduler(ns, wanted)):
+        if local or (meta["namespace"] == CONFIG.home_namespace and not _has_local_scheduler(ns, meta["name"])):
             users.append(f"{ns}/{item['metadata']['name']}")
     old = body.get("status") or {}
     conditions = status.merge_conditions(old.get("conditions"), [
