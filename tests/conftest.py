@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
 
 from llmd_operator.api.documents import is_custom_resource, read_documents
 from llmd_operator.catalog import load_catalog
+from llmd_operator.sim.trace import Request, Trace
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT.parent / "shared" / "seed" / "000_2af20bc6420d8224.txt"
@@ -22,3 +24,13 @@ def seed_documents():
 @pytest.fixture(scope="session")
 def catalog():
     return load_catalog()
+
+
+def poisson_trace(rate: float, seconds: float, inp: int = 1000, out: int = 200, seed: int = 3) -> Trace:
+    """Poisson arrivals at `rate` per second for `seconds`, all with the same prompt and answer lengths."""
+    rng = random.Random(seed)
+    t, reqs = 0.0, []
+    while t < seconds:
+        t += rng.expovariate(rate)
+        reqs.append(Request(t, inp, out))
+    return Trace("synthetic", "test", tuple(reqs))

@@ -11,6 +11,7 @@ from llmd_operator.sim.fleet import SimConfig, simulate_fleet
 from llmd_operator.sim.run import config_for, run_policy
 from llmd_operator.sim.trace import Request, Trace
 from llmd_operator.slo.profiles import default_profile
+from tests.conftest import poisson_trace
 
 GPU = "NVIDIA-H100-80GB-HBM3"
 PROFILE = default_profile("llama-3.1-8b", GPU, "fp8")
@@ -28,16 +29,6 @@ class Static:
 
     def decide(self, obs):
         return self.initial(None)
-
-
-def poisson_trace(rate, seconds, inp=1000, out=200, seed=3):
-    import random
-    rng = random.Random(seed)
-    t, reqs = 0.0, []
-    while t < seconds:
-        t += rng.expovariate(rate)
-        reqs.append(Request(t, inp, out))
-    return Trace("synthetic", "test", tuple(reqs))
 
 
 TRACE = poisson_trace(30.0, 300)

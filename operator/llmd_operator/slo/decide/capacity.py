@@ -27,19 +27,38 @@ def mean_prefill_compute_ms(profile: CapacityProfile, mean_in: float, tuning: Tu
     return profile.prefill_compute_ms(mean_in) + profile.prefill_a * mean_in * mean_in * tuning.prompt_cv2
 
 
+def mixed_step_overhead_ms(profile: CapacityProfile, mean_in: float, batch: float, decode_ms: float,
+                           tuning: Tuning) -> float:
+    """What one prompt's chunks add to the decode steps they ride on beyond their compute: a step that
+    carries a chunk costs at least the prefill fixed cost c, so while the decode step is cheaper than c
+    each chunk-carrying step pays the difference. A prompt of L tokens rides on about L / (chunk - batch)
+    + 1/2 steps (the decode batch takes one token of each step's budget; the last chunk is partial)."""
+    extra = profile.prefill_c - decode_ms
+    if extra <= 0.0:
+        return 0.0
+    per_step = max(1.0, tuning.chunk_tokens - batch)
+    return extra * max(1.0, mean_in / per_step + 0.5)
+
+
 def monolithic_steady_state(profile: CapacityProfile, rate: float, mean_in: float, mean_out: float,
                             tuning: Tuning, correction: float = 1.0) -> tuple[float, float, float]:
     """(mean decode step ms, prefill busy fraction, mean running batch) of ONE monolithic replica
     receiving `rate` requests/s: chunked prefill shares each step with the decode batch, so a second
     holds (1 - busy) / decode_step decode steps; Little's law gives the batch."""
-    busy = rate * correction * mean_prefill_compute_ms(profile, mean_in, tuning) / 1000.0
+    compute_ms = mean_prefill_compute_ms(profile, mean_in, tuning)
+    busy = rate * correction * compute_ms / 1000.0
     if busy >= 1.0:
         return math.inf, busy, math.inf
     ctx = mean_in + mean_out / 2.0
     batch = max(1.0, rate * mean_out * profile.decode_base_ms / 1000.0)
     step = profile.decode_base_ms
     for _ in range(40):
-        step = correction * profile.decode_step_ms(batch, ctx) / (1.0 - busy)
+        decode_ms = profile.decode_step_ms(batch, ctx)
+        busy = rate * correction * (compute_ms + mixed_step_overhead_ms(profile, mean_in, batch, decode_ms,
+                                                                         tuning)) / 1000.0
+        if busy >= 1.0:
+            return math.inf, busy, math.inf
+        step = correction * decode_ms / (1.0 - busy)
         new_batch = max(1.0, rate * mean_out * step / 1000.0)
         if abs(new_batch - batch) < 1e-3 * batch:
             batch = new_batch
