@@ -59,3 +59,16 @@ def test_prefill_heavy_load_gets_fewer_requests_per_replica_than_its_compute_alo
     compute_only = Tuning().max_utilization * 1000.0 / capacity.mean_prefill_compute_ms(
         PROFILE, 2048, FIXED_LENGTHS)
     assert 0 < rate < 0.85 * compute_only
+
+
+def test_a_smaller_batch_context_speeds_decode_but_never_loosens_the_kv_bound():
+    slo = SLOTargets(5.0, 0.05)
+    full = capacity.decode_rate_per_replica(PROFILE, 15000, 150, slo, Tuning())
+    half = capacity.decode_rate_per_replica(PROFILE, 15000, 150, slo, Tuning(), context_scale=0.5)
+    assert half > full
+    # the KV cache bounds the batch at mean input + output / 2 tokens per sequence whatever the scale
+    kv_bound = int(PROFILE.kv_capacity_tokens / capacity.decode_context(15000, 150))
+    b = PROFILE.max_decode_batch(capacity.decode_context(15000, 150, 0.5), 0.05 * Tuning().itl_margin,
+                                 capacity.kv_context(15000, 150, 0.5))
+    assert b <= kv_bound
+    assert capacity.kv_context(15000, 150, 1.4) == pytest.approx(capacity.decode_context(15000, 150, 1.4))

@@ -186,3 +186,45 @@ def test_max_latency_p95_tightens_the_targets():
                                                                                  default_max_replicas=50))
     tight, _ = decide("default", mono(0.0, rate, 3), tight_spec, PROFILE, PolicyState())
     assert tight.pools[0].target > loose.pools[0].target   # 4 s over 200 tokens -> ITL <= 17.5 ms
+
+
+def decode_heavy(t, kv_tokens_per_running, running=60.0, rate=8.0, nd=2):
+    """Mooncake-like: 15k-token prompts, 150-token answers; the decode pool reports its KV usage."""
+    kv = kv_tokens_per_running * running / (nd * PROFILE.kv_capacity_tokens)
+    pools = (PoolObservation(role="prefill", replicas_on_demand=8, ready_on_demand=8, queue_depth=0.0,
+                             running=8.0, kv_usage=0.1, gpu_util=0.7),
+             PoolObservation(role="decode", replicas_on_demand=nd, ready_on_demand=nd, queue_depth=0.0,
+                             running=running, kv_usage=kv, gpu_util=0.7))
+    return FleetObservation(time_s=t, pools=pools, request_rate=rate, mean_input_tokens=15000.0,
+                            mean_output_tokens=150.0, ttft_p50_s=1.0, ttft_p95_s=2.0, itl_p50_s=0.015,
+                            itl_p95_s=0.02)
+
+
+def run_decode_heavy(kv_tokens_per_running, running=60.0, rate=8.0):
+    s = PolicySpec(slo=SLOTargets(5.0, 0.05), constraints=Constraints(default_max_replicas=50))
+    st = PolicyState()
+    for t in range(0, 600, 30):                  # long enough for the smoothing to settle
+        d, st = decide("default", decode_heavy(float(t), kv_tokens_per_running, running, rate), s, PROFILE, st)
+    return d
+
+
+def test_decode_pool_is_sized_for_the_context_its_kv_cache_holds():
+    # long prompts answered in few tokens spend few steps in the batch: it holds ~7k tokens per
+    # sequence, not the 15k of the mean prompt, so its steps are faster and fewer replicas serve it
+    short = run_decode_heavy(7000.0, rate=30.0)
+    full = run_decode_heavy(15075.0, rate=30.0)
+    assert dict(short.predicted)["context_scale_decode"] == pytest.approx(7000 / 15075, rel=0.05)
+    assert dict(full.predicted)["context_scale_decode"] == pytest.approx(1.0, rel=0.05)
+    assert short.pool("decode").target < full.pool("decode").target
+    assert short.pool("prefill").target == full.pool("prefill").target
+
+
+def test_a_nearly_empty_decode_batch_says_nothing_about_its_context():
+    d = run_decode_heavy(3000.0, running=4.0)         # 2 per replica: below the minimum
+    assert dict(d.predicted)["context_scale_decode"] == 1.0
+
+
+@pytest.mark.parametrize("tokens,expected", [(100.0, 0.25), (60000.0, 2.0)])
+def test_context_scale_is_bounded(tokens, expected):
+    d = run_decode_heavy(tokens)
+    assert dict(d.predicted)["context_scale_decode"] == pytest.approx(expected, rel=0.05)

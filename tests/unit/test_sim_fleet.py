@@ -159,3 +159,24 @@ def test_moving_a_pool_to_spot_surges_instead_of_dropping_capacity():
     assert res.gpu_hours_spot > 0
     ready = [e["ready"]["monolithic"] for e in res.timeline]
     assert min(ready) >= 4
+
+
+class Recorder(Static):
+    def __init__(self, sizes):
+        super().__init__(sizes)
+        self.seen = []
+
+    def decide(self, obs):
+        self.seen.append(obs)
+        return self.initial(None)
+
+
+def test_kv_usage_reports_the_tokens_held_not_the_answer_reserved_at_admission():
+    tr = Trace("one", "test", (Request(0.0, 1000, 3000),))
+    rec = Recorder({"monolithic": 1})
+    simulate_fleet(tr, PROFILE, SimConfig(interval_s=5.0), rec)
+    first = rec.seen[0].pool("monolithic")
+    held = first.kv_usage * PROFILE.kv_capacity_tokens
+    generated = 5.0 / (PROFILE.decode_step_ms(1, 1500) / 1000.0)
+    assert first.running == 1.0 and first.queue_depth == 0.0
+    assert held == pytest.approx(1000 + generated, rel=0.1)      # reserved would be 4000

@@ -64,8 +64,13 @@ def test_overlay_keeps_duration_and_multiplies_requests(tmp_path):
 
 def test_windows(tmp_path):
     w = windows(load_trace(mooncake(tmp_path)), 1.5)
-    assert [c for _, c, _, _ in w] == [2, 1]
+    assert [c for _, c, _, _, _ in w] == [2, 1]
     assert w[0][2] == pytest.approx((40160 + 300) / 2)
+    # the 40k-token prompt answers in 6 tokens, so it spends few steps in the decode batch: the
+    # batch's mean context, weighted by answer tokens, is under half of mean input + output / 2
+    batch_context = (6 * (40160 + 3) + 20 * (300 + 10)) / 26
+    assert w[0][4] == pytest.approx(batch_context / ((40160 + 300) / 2 + 13 / 2))
+    assert w[1][4] == pytest.approx(1.0)          # one request: its own context
 
 
 def test_shared_traces_load_if_present():

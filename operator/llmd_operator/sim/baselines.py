@@ -26,10 +26,11 @@ def _roles(cfg: SimConfig) -> tuple[str, ...]:
 
 
 def sizing(profile: CapacityProfile, cfg: SimConfig, rate: float, mean_in: float, mean_out: float,
-           tuning: Tuning | None = None, factor: float = 1.0) -> dict[str, int]:
+           tuning: Tuning | None = None, factor: float = 1.0, context_scale: float = 1.0) -> dict[str, int]:
     tn = tuning or tuning_for(cfg)
     slo = SLOTargets(cfg.ttft_slo_s, cfg.itl_slo_s)
-    need = capacity.replicas_for_load(profile, cfg.mode, rate, mean_in, mean_out, slo, tn)
+    need = capacity.replicas_for_load(profile, cfg.mode, rate, mean_in, mean_out, slo, tn,
+                                      context_scale=context_scale)
     return {r: (max(1, math.ceil(v * factor - 1e-9)) if math.isfinite(v) else 100) for r, v in need.items()}
 
 
@@ -44,11 +45,11 @@ def warm_start(trace: Trace, profile: CapacityProfile, cfg: SimConfig) -> dict[s
     the busiest 30 s window before the first replicas ordered at t=0 can be ready."""
     span = cfg.startup_delay_s + 2 * cfg.interval_s
     out: dict[str, int] = {}
-    for t0, cnt, mi, mo in windows(trace, 30.0):
+    for t0, cnt, mi, mo, scale in windows(trace, 30.0):
         if t0 >= span:
             break
         if cnt:
-            for r, n in sizing(profile, cfg, cnt / 30.0, mi or 1, mo or 1).items():
+            for r, n in sizing(profile, cfg, cnt / 30.0, mi or 1, mo or 1, context_scale=scale).items():
                 out[r] = max(out.get(r, 1), n)
     return {r: (out.get(r, 1), 0) for r in _roles(cfg)}
 
@@ -109,9 +110,9 @@ class StaticPeak:
 
     def __init__(self, trace: Trace, profile: CapacityProfile, cfg: SimConfig):
         self.sizes: dict[str, int] = {}
-        for _, cnt, mi, mo in windows(trace, 60.0):
+        for _, cnt, mi, mo, scale in windows(trace, 60.0):
             if cnt:
-                s = sizing(profile, cfg, cnt / 60.0, mi, mo)
+                s = sizing(profile, cfg, cnt / 60.0, mi, mo, context_scale=scale)
                 for r, n in s.items():
                     self.sizes[r] = max(self.sizes.get(r, 0), n)
 
@@ -194,8 +195,9 @@ class Oracle:
         self.cfg = cfg
         self.factor = factor
         w = windows(trace, cfg.interval_s)
-        self.needs = [sizing(profile, cfg, cnt / cfg.interval_s, mi or 1, mo or 1, factor=factor) if cnt
-                      else {r: 1 for r in _roles(cfg)} for _, cnt, mi, mo in w]
+        self.needs = [sizing(profile, cfg, cnt / cfg.interval_s, mi or 1, mo or 1, factor=factor,
+                             context_scale=scale) if cnt
+                      else {r: 1 for r in _roles(cfg)} for _, cnt, mi, mo, scale in w]
 
     def _target(self, t: float) -> dict[str, int]:
         k0 = int(t // self.cfg.interval_s)

@@ -255,5 +255,19 @@ class Replica:
         self.out_tokens += B * m
         self._finish_due(fleet)
 
+    def running(self) -> int:
+        """What vLLM reports as running: the decode batch and the prompts part-way through prefill."""
+        return self.B + self.n_prefilling
+
+    def queued(self) -> int:
+        """What vLLM reports as waiting: requests not yet scheduled."""
+        return len(self.waiting) - self.n_prefilling
+
     def kv_usage(self) -> float:
-        return min(1.0, self.kv_used / self.kv_cap) if self.kv_cap else 0.0
+        """Share of the KV cache holding tokens, as vLLM reports it: the batch's context so far (prompt
+        and generated tokens) and the prompt tokens already prefilled. Admission reserves prompt and
+        answer up front (kv_used); the reported usage does not include that reservation."""
+        if not self.kv_cap:
+            return 0.0
+        held = self.S + sum(r.prefilled for r in self.waiting if r.admitted)
+        return min(1.0, held / self.kv_cap)

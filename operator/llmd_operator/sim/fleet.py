@@ -265,8 +265,8 @@ class Fleet:
                 replicas_spot=self.desired.get(role, (0, sum(1 for r in alive if r.spot)))[1],
                 ready_on_demand=sum(1 for r in ready if not r.spot),
                 ready_spot=sum(1 for r in ready if r.spot),
-                queue_depth=float(sum(len(r.waiting) for r in reps)),
-                running=float(sum(r.B for r in reps)),
+                queue_depth=float(sum(r.queued() for r in reps)),
+                running=float(sum(r.running() for r in reps)),
                 kv_usage=(sum(r.kv_usage() for r in ready) / len(ready)) if ready else 0.0,
                 gpu_util=(busy / (interval * len(ready))) if ready else 0.0,
                 tokens_per_s=None))

@@ -115,8 +115,8 @@ class LiveFleet(Fleet):
                         except KeyError:
                             pass
                     continue
-                self.running.labels(*values).set(replica.B)
-                self.waiting.labels(*values).set(len(replica.waiting))
+                self.running.labels(*values).set(replica.running())
+                self.waiting.labels(*values).set(replica.queued())
                 self.kv.labels(*values).set(replica.kv_usage())
 
 

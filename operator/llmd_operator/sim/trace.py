@@ -130,16 +130,27 @@ def load_trace(path: str | Path, rate_multiplier: float = 1.0, rate_mode: str = 
     return tr.scaled(rate_multiplier)
 
 
-def windows(trace: Trace, width_s: float) -> list[tuple[float, int, float, float]]:
-    """(window start, requests, mean input, mean output) per window of the trace."""
+def windows(trace: Trace, width_s: float) -> list[tuple[float, int, float, float, float]]:
+    """(window start, requests, mean input, mean output, decode context scale) per window of the trace.
+    The context scale is the decode batch's mean context, E[out (in + out/2)] / E[out], over
+    mean input + mean output / 2 (slo.decide.capacity.decode_context)."""
     n = int(trace.duration_s // width_s) + 1
     cnt = [0] * n
     si = [0] * n
     so = [0] * n
+    weighted = [0.0] * n
     for r in trace.requests:
         k = int(r.arrival_s // width_s)
         cnt[k] += 1
         si[k] += r.input_tokens
         so[k] += r.output_tokens
-    return [(k * width_s, cnt[k], si[k] / cnt[k] if cnt[k] else 0.0, so[k] / cnt[k] if cnt[k] else 0.0)
-            for k in range(n)]
+        weighted[k] += r.output_tokens * (r.input_tokens + r.output_tokens / 2.0)
+    out = []
+    for k in range(n):
+        if not cnt[k]:
+            out.append((k * width_s, 0, 0.0, 0.0, 1.0))
+            continue
+        mi, mo = si[k] / cnt[k], so[k] / cnt[k]
+        scale = (weighted[k] / so[k]) / (max(1.0, mi) + mo / 2.0) if so[k] else 1.0
+        out.append((k * width_s, cnt[k], mi, mo, scale))
+    return out

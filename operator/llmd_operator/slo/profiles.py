@@ -122,15 +122,19 @@ class CapacityProfile:
         single_rate = input_len / s
         return rho * max(single_rate, min(batch_rate, single_rate * 2.0))
 
-    def max_decode_batch(self, mean_context: float, itl_target_s: float) -> int:
-        """Largest batch whose decode step fits the ITL target, bounded by max-num-seqs and KV capacity."""
+    def max_decode_batch(self, mean_context: float, itl_target_s: float,
+                         kv_context: float | None = None) -> int:
+        """Largest batch whose decode step fits the ITL target, bounded by max-num-seqs and KV capacity
+        (at `kv_context` tokens per sequence when given: a full KV cache stops admission outright, so
+        callers may bound it with a more cautious context than the step time's)."""
         itl_ms = itl_target_s * 1000.0
         per_b = self.decode_per_kv_token_ms * max(1.0, mean_context) + self.decode_per_seq_ms
         room = itl_ms - self.decode_base_ms
         if room <= per_b:
             return 0 if room < per_b else 1
         b = int(room / per_b)
-        b = min(b, self.max_num_seqs, int(self.kv_capacity_tokens / max(1.0, mean_context)))
+        kv_ctx = mean_context if kv_context is None else kv_context
+        b = min(b, self.max_num_seqs, int(self.kv_capacity_tokens / max(1.0, kv_ctx)))
         return max(0, b)
 
     def max_decode_tokens_per_s(self, mean_context: float, itl_target_s: float) -> float:

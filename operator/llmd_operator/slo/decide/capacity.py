@@ -40,8 +40,26 @@ def mixed_step_overhead_ms(profile: CapacityProfile, mean_in: float, batch: floa
     return extra * max(1.0, mean_in / per_step + 0.5)
 
 
+def decode_context(mean_in: float, mean_out: float, context_scale: float = 1.0) -> float:
+    """Mean context (prompt + tokens generated so far) of a sequence in the decode batch. A sequence
+    sits in the batch for as many steps as it has answer tokens, so the batch over-represents long
+    answers: its mean context is E[out (in + out/2)] / E[out], which is mean_in + mean_out / 2 only
+    when lengths are independent and fixed. `context_scale` is the ratio of the two, as the policy
+    reads it from the KV cache usage (long prompts with short answers, as in Mooncake: ~0.5)."""
+    return context_scale * (max(1.0, mean_in) + mean_out / 2.0)
+
+
+def kv_context(mean_in: float, mean_out: float, context_scale: float = 1.0) -> float:
+    """Tokens per batch sequence to bound the batch by KV capacity: never below mean input + output / 2.
+    The batch's measured context moves with its mix of long and short prompts, and a full KV cache
+    stops admission outright (the queue then shows up in TTFT), so the step time takes the measured
+    context and the KV bound the cautious one."""
+    return decode_context(mean_in, mean_out, max(1.0, context_scale))
+
+
 def monolithic_steady_state(profile: CapacityProfile, rate: float, mean_in: float, mean_out: float,
-                            tuning: Tuning, correction: float = 1.0) -> tuple[float, float, float]:
+                            tuning: Tuning, correction: float = 1.0,
+                            context_scale: float = 1.0) -> tuple[float, float, float]:
     """(mean decode step ms, prefill busy fraction, mean running batch) of ONE monolithic replica
     receiving `rate` requests/s: chunked prefill shares each step with the decode batch, so a second
     holds (1 - busy) / decode_step decode steps; Little's law gives the batch."""
@@ -49,7 +67,7 @@ def monolithic_steady_state(profile: CapacityProfile, rate: float, mean_in: floa
     busy = rate * correction * compute_ms / 1000.0
     if busy >= 1.0:
         return math.inf, busy, math.inf
-    ctx = mean_in + mean_out / 2.0
+    ctx = decode_context(mean_in, mean_out, context_scale)
     batch = max(1.0, rate * mean_out * profile.decode_base_ms / 1000.0)
     step = profile.decode_base_ms
     for _ in range(40):
@@ -70,18 +88,20 @@ def monolithic_steady_state(profile: CapacityProfile, rate: float, mean_in: floa
 
 
 def monolithic_rate_per_replica(profile: CapacityProfile, mean_in: float, mean_out: float,
-                                slo: SLOTargets, tuning: Tuning, correction: float = 1.0) -> float:
+                                slo: SLOTargets, tuning: Tuning, correction: float = 1.0,
+                                context_scale: float = 1.0) -> float:
     """Largest request rate one monolithic replica serves within the SLO (with the tuning margins)."""
     mean_in, mean_out = max(1.0, mean_in), max(1.0, mean_out)
     itl_ms = slo.itl_p95_s * 1000.0 * tuning.itl_margin
-    ctx = mean_in + mean_out / 2.0
+    kv_ctx = kv_context(mean_in, mean_out, context_scale)
     ttft_budget_ms = slo.ttft_p95_s * 1000.0 * tuning.ttft_margin
 
     def ok(rate: float) -> bool:
-        step, busy, batch = monolithic_steady_state(profile, rate, mean_in, mean_out, tuning, correction)
+        step, busy, batch = monolithic_steady_state(profile, rate, mean_in, mean_out, tuning, correction,
+                                                    context_scale)
         if busy > tuning.max_utilization or step > itl_ms:
             return False
-        if batch > profile.max_num_seqs or batch * ctx > 0.9 * profile.kv_capacity_tokens:
+        if batch > profile.max_num_seqs or batch * kv_ctx > 0.9 * profile.kv_capacity_tokens:
             return False
         chunks = math.ceil(mean_in / tuning.chunk_tokens)
         ttft = chunks * step + correction * mean_prefill_compute_ms(profile, mean_in, tuning) \
@@ -228,12 +248,12 @@ def prefill_rate_per_replica(profile: CapacityProfile, mean_in: float, slo: SLOT
 
 
 def decode_rate_per_replica(profile: CapacityProfile, mean_in: float, mean_out: float, slo: SLOTargets,
-                            tuning: Tuning, correction: float = 1.0) -> float:
+                            tuning: Tuning, correction: float = 1.0, context_scale: float = 1.0) -> float:
     """Requests/s one decode-pool replica serves with its step time within the ITL target."""
     mean_out = max(1.0, mean_out)
-    ctx = max(1.0, mean_in) + mean_out / 2.0
+    ctx = decode_context(mean_in, mean_out, context_scale)
     itl_s = slo.itl_p95_s * tuning.itl_margin / correction
-    b = profile.max_decode_batch(ctx, itl_s)
+    b = profile.max_decode_batch(ctx, itl_s, kv_context(mean_in, mean_out, context_scale))
     if b <= 0:
         return 0.0
     step_s = correction * profile.decode_step_ms(b, ctx) / 1000.0
@@ -241,7 +261,8 @@ def decode_rate_per_replica(profile: CapacityProfile, mean_in: float, mean_out: 
 
 
 def replicas_for_load(profile: CapacityProfile, mode: str, rate: float, mean_in: float, mean_out: float,
-                      slo: SLOTargets, tuning: Tuning, correction: float = 1.0) -> dict[str, float]:
+                      slo: SLOTargets, tuning: Tuning, correction: float = 1.0,
+                      context_scale: float = 1.0) -> dict[str, float]:
     """Fractional replicas per pool for a request rate (callers round up and add their own headroom).
     inf when one replica cannot meet the SLO at all at these lengths. Monolithic and decode replicas
     are rate / per-replica rate; prefill replicas come from the pooled (M/G/c) model, whose ceil() is
@@ -249,8 +270,8 @@ def replicas_for_load(profile: CapacityProfile, mode: str, rate: float, mean_in:
     if rate <= 0:
         return ({"prefill": 0.0, "decode": 0.0} if mode == "disaggregated" else {"monolithic": 0.0})
     if mode == "disaggregated":
-        d = decode_rate_per_replica(profile, mean_in, mean_out, slo, tuning, correction)
+        d = decode_rate_per_replica(profile, mean_in, mean_out, slo, tuning, correction, context_scale)
         return {"prefill": prefill_replicas(profile, rate, mean_in, slo, tuning, correction),
                 "decode": rate / d if d > 0 else math.inf}
-    m = monolithic_rate_per_replica(profile, mean_in, mean_out, slo, tuning, correction)
+    m = monolithic_rate_per_replica(profile, mean_in, mean_out, slo, tuning, correction, context_scale)
     return {"monolithic": rate / m if m > 0 else math.inf}

@@ -5,7 +5,9 @@ Every tick:
 2. remember (time, request rate, mean input, mean output) and predict the load at the end of the
    prediction horizon (pod start-up + one interval): max(last, EWMA, linear trend extrapolated), plus
    Poisson headroom (z * sqrt(rate / interval)) and a proportional headroom;
-3. correct the capacity profile by observed / predicted latency (bounded, smoothed), per pool;
+3. correct the capacity profile by observed / predicted latency (bounded, smoothed), per pool; read
+   the decode batch's mean context from the KV cache usage (long prompts with short answers spend
+   few steps in the batch, so it holds far less context than the mean prompt suggests);
 4. turn the predicted load into replicas per pool with the profile (capacity.replicas_for_load);
 5. scale up at once; scale down only when N-1 replicas would still run below `scale_down_margin` of
    their SLO capacity at the load seen now AND the prediction allows it, at most `max_scale_down_step`
@@ -86,8 +88,34 @@ def effective_slo(spec: PolicySpec, mean_out: float) -> SLOTargets:
     return SLOTargets(ttft_p95_s=max(ttft, 1e-3), itl_p95_s=max(itl, 1e-4))
 
 
+def _update_context_scale(obs: FleetObservation, spec: PolicySpec, state: PolicyState,
+                          profile: CapacityProfile) -> dict[str, float]:
+    """Per decode-running pool, the decode batch's mean context over mean input + output / 2
+    (capacity.decode_context), read from what the pool holds: KV cache usage x the profile's KV
+    capacity x ready replicas / running requests. Bounded, smoothed, and only from a pool running
+    enough requests for their mean to mean something; 1 until then."""
+    tn = spec.tuning
+    scales = dict(state.extra.get("context_scale", {}))
+    mi, mo = obs.mean_input_tokens, obs.mean_output_tokens
+    for p in obs.pools:
+        if p.role not in ("monolithic", "decode"):
+            continue
+        k = scales.get(p.role, 1.0)
+        if (_finite(mi) and _finite(mo) and mi > 0 and _finite(p.kv_usage) and p.kv_usage > 0
+                and _finite(p.running) and p.ready > 0
+                and p.running >= tn.context_min_running_per_replica * p.ready):
+            held = p.kv_usage * profile.kv_capacity_tokens * p.ready / p.running
+            seen = held / capacity.decode_context(mi, mo)
+            seen = min(tn.context_scale_max, max(tn.context_scale_min, seen))
+            k = (1 - tn.correction_alpha) * k + tn.correction_alpha * seen
+        scales[p.role] = k
+    state.extra["context_scale"] = scales
+    return scales
+
+
 def _update_correction(obs: FleetObservation, spec: PolicySpec, state: PolicyState,
-                       profile: CapacityProfile, slo: SLOTargets) -> dict[str, float]:
+                       profile: CapacityProfile, slo: SLOTargets,
+                       scales: dict[str, float]) -> dict[str, float]:
     """Observed / predicted latency per pool, bounded and smoothed (as Dynamo's correction factors):
     the observed median (per-request mean ITL; TTFT) against the model's mean step / prefill time at
     the load the pool carries now. Medians, not p95s: the model predicts means; the SLO margins in
@@ -104,10 +132,11 @@ def _update_correction(obs: FleetObservation, spec: PolicySpec, state: PolicySta
             continue
         ratio = None
         if p.role in ("monolithic", "decode") and _finite(obs.itl_p50_s) and obs.itl_p50_s > 0:
+            scale = scales.get(p.role, 1.0)
             if p.role == "monolithic":
-                step, _, _ = capacity.monolithic_steady_state(profile, rate / ready, mi, mo, tn, 1.0)
+                step, _, _ = capacity.monolithic_steady_state(profile, rate / ready, mi, mo, tn, 1.0, scale)
             else:
-                ctx = mi + mo / 2
+                ctx = capacity.decode_context(mi, mo, scale)
                 batch = rate / ready * mo * profile.decode_base_ms / 1000
                 for _ in range(20):
                     step = profile.decode_step_ms(max(1.0, batch), ctx)
@@ -163,15 +192,17 @@ def decide(obs: FleetObservation, spec: PolicySpec, profile: CapacityProfile | N
     state.history = [h for h in state.history if h[0] >= obs.time_s - keep_s]
     rate, mean_in, mean_out = predict(state.history, obs.time_s, spec)
     slo = effective_slo(spec, mean_out)
-    corr = _update_correction(obs, spec, state, profile, slo)
+    scales = _update_context_scale(obs, spec, state, profile)
+    corr = _update_correction(obs, spec, state, profile, slo, scales)
     mode = obs.mode
     targets, reasons, actions = {}, {}, {}
     hist = state.extra.setdefault("need_history", {})
     for p in obs.pools:
         k = corr.get(p.role, 1.0)
-        need = capacity.replicas_for_load(profile, mode, rate, mean_in, mean_out, slo, tn, k)[p.role]
+        scale = scales.get(p.role, 1.0)
+        need = capacity.replicas_for_load(profile, mode, rate, mean_in, mean_out, slo, tn, k, scale)[p.role]
         now_need = capacity.replicas_for_load(profile, mode, obs.request_rate, obs.mean_input_tokens,
-                                              obs.mean_output_tokens, slo, tn, k)[p.role]
+                                              obs.mean_output_tokens, slo, tn, k, scale)[p.role]
         if tn.predict_work and math.isfinite(now_need):
             # the work itself (replicas the load seen now needs) also gets the trend treatment: it
             # moves with prompt/output lengths as well as with the request rate
@@ -198,7 +229,7 @@ def decide(obs: FleetObservation, spec: PolicySpec, profile: CapacityProfile | N
         if n_spot and tn.spot_spare_fraction > 0:
             want += math.ceil(n_spot * tn.spot_spare_fraction - 1e-9)
         if spec.constraints.min_throughput_tokens_per_s:
-            per = capacity.decode_rate_per_replica(profile, mean_in, mean_out, slo, tn, k) * mean_out
+            per = capacity.decode_rate_per_replica(profile, mean_in, mean_out, slo, tn, k, scale) * mean_out
             if per > 0 and p.role in ("monolithic", "decode"):
                 want = max(want, math.ceil(spec.constraints.min_throughput_tokens_per_s / per))
         cur = p.replicas
@@ -255,6 +286,7 @@ def decide(obs: FleetObservation, spec: PolicySpec, profile: CapacityProfile | N
     predicted = {"request_rate": round(rate, 3), "mean_input_tokens": round(mean_in, 1),
                  "mean_output_tokens": round(mean_out, 1)}
     predicted.update({f"correction_{r}": round(v, 3) for r, v in corr.items()})
+    predicted.update({f"context_scale_{r}": round(v, 3) for r, v in scales.items()})
     return finish(obs, spec, state, NAME, targets, reasons, actions, predicted=predicted)
 
 

@@ -195,6 +195,11 @@ class Tuning:
     prefill_correction: bool = True     # correct a prefill pool's profile by its median TTFT (upwards only)
     correction_deadband: float = 1.3     # observed/predicted within [1/1.3, 1.3] counts as 1
     prompt_cv2: float = 1.0              # squared coefficient of variation of prompt lengths
+    # decode batch context read from KV usage (model_based._update_context_scale): only from a pool
+    # running at least this many requests per ready replica, bounded to [min, max]
+    context_min_running_per_replica: float = 4.0
+    context_scale_min: float = 0.25
+    context_scale_max: float = 2.0
     # prefill pool busy-time cap. The pool is sized as one M/G/c queue, whose p95 wait stays short up
     # to ~0.95 busy in pools of 10+ replicas; the cap is then the pool's only reserve against prompts
     # growing during a start-up delay (Mooncake x8 overlay: 0.85 -> 95.3% attainment, 0.82 -> 98.7%)
