@@ -17,6 +17,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections import deque
+from itertools import islice
 
 from ..slo.profiles import CapacityProfile
 
@@ -269,5 +270,6 @@ class Replica:
         answer up front (kv_used); the reported usage does not include that reservation."""
         if not self.kv_cap:
             return 0.0
-        held = self.S + sum(r.prefilled for r in self.waiting if r.admitted)
+        # admission goes in queue order, so the admitted prompts are the first n_prefilling waiting
+        held = self.S + sum(r.prefilled for r in islice(self.waiting, self.n_prefilling))
         return min(1.0, held / self.kv_cap)

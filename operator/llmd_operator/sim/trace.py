@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from ..slo.decide.capacity import decode_context
+
 
 OVERLAY_SPREAD_S = 60.0
 
@@ -133,7 +135,7 @@ def load_trace(path: str | Path, rate_multiplier: float = 1.0, rate_mode: str = 
 def windows(trace: Trace, width_s: float) -> list[tuple[float, int, float, float, float]]:
     """(window start, requests, mean input, mean output, decode context scale) per window of the trace.
     The context scale is the decode batch's mean context, E[out (in + out/2)] / E[out], over
-    mean input + mean output / 2 (slo.decide.capacity.decode_context)."""
+    what slo.decide.capacity.decode_context takes for these means."""
     n = int(trace.duration_s // width_s) + 1
     cnt = [0] * n
     si = [0] * n
@@ -151,6 +153,6 @@ def windows(trace: Trace, width_s: float) -> list[tuple[float, int, float, float
             out.append((k * width_s, 0, 0.0, 0.0, 1.0))
             continue
         mi, mo = si[k] / cnt[k], so[k] / cnt[k]
-        scale = (weighted[k] / so[k]) / (max(1.0, mi) + mo / 2.0) if so[k] else 1.0
+        scale = (weighted[k] / so[k]) / decode_context(mi, mo) if so[k] else 1.0
         out.append((k * width_s, cnt[k], mi, mo, scale))
     return out
