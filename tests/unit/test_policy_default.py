@@ -224,6 +224,49 @@ def test_a_nearly_empty_decode_batch_says_nothing_about_its_context():
     assert dict(d.predicted)["context_scale_decode"] == 1.0
 
 
+def test_the_first_kv_reading_sizes_the_decode_pool_at_once():
+    # smoothing from the prior of 1 would keep sizing for 15k-token contexts for minutes
+    s = PolicySpec(slo=SLOTargets(5.0, 0.05), constraints=Constraints(default_max_replicas=50))
+    d, st = decide("default", decode_heavy(0.0, 7000.0, rate=30.0), s, PROFILE, PolicyState())
+    assert dict(d.predicted)["context_scale_decode"] == pytest.approx(7000 / 15075, rel=0.05)
+    d, _ = decide("default", decode_heavy(30.0, 15075.0, rate=30.0), s, PROFILE, st)
+    # later readings are smoothed: one reading of the full context moves it only part of the way
+    assert 7000 / 15075 < dict(d.predicted)["context_scale_decode"] < 0.75
+
+
+def prefill_loaded(t, rate, ready, ttft50):
+    """A disaggregated deployment whose prefill pool has `ready` replicas and reports a median TTFT."""
+    pools = (PoolObservation(role="prefill", replicas_on_demand=ready, ready_on_demand=ready, queue_depth=0.0,
+                             running=float(ready), kv_usage=0.05, gpu_util=0.8),
+             PoolObservation(role="decode", replicas_on_demand=4, ready_on_demand=4, queue_depth=0.0,
+                             running=20.0, kv_usage=0.2, gpu_util=0.5))
+    return FleetObservation(time_s=t, pools=pools, request_rate=rate, mean_input_tokens=15000.0,
+                            mean_output_tokens=150.0, ttft_p50_s=ttft50, ttft_p95_s=3.0, itl_p50_s=0.01,
+                            itl_p95_s=0.02)
+
+
+def prefill_correction_after(rate, ready, ttft50):
+    s = PolicySpec(slo=SLOTargets(5.0, 0.05), constraints=Constraints(default_max_replicas=50))
+    st = PolicyState()
+    for t in range(0, 300, 30):
+        d, st = decide("default", prefill_loaded(float(t), rate, ready, ttft50), s, PROFILE, st)
+    return dict(d.predicted)["correction_prefill"]
+
+
+def test_prefill_correction_expects_a_loaded_pool_to_queue():
+    """A prefill pool at 90% busy queues its prompts: a median TTFT several times one prompt's prefill
+    time is what the model predicts there, not a sign of a slow profile; the same median on a pool
+    at half load is."""
+    s = PolicySpec(slo=SLOTargets(5.0, 0.05))
+    _, work, _, _ = capacity.prefill_pool_terms(PROFILE, 15000.0, s.slo, s.tuning)
+    busy, calm = 0.9 * 2 / work, 0.5 * 2 / work
+    prefill_alone = PROFILE.prompt_prefill_ms(15000.0, s.tuning.prefill_chunk_tokens) / 1000
+    ttft50 = 2.2
+    assert ttft50 > 4 * prefill_alone
+    assert prefill_correction_after(busy, 2, ttft50) == pytest.approx(1.0)
+    assert prefill_correction_after(calm, 2, ttft50) > 1.5
+
+
 @pytest.mark.parametrize("tokens,expected", [(100.0, 0.25), (60000.0, 2.0)])
 def test_context_scale_is_bounded(tokens, expected):
     d = run_decode_heavy(tokens)

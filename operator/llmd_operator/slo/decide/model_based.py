@@ -92,25 +92,26 @@ def _update_context_scale(obs: FleetObservation, spec: PolicySpec, state: Policy
                           profile: CapacityProfile) -> dict[str, float]:
     """Per decode-running pool, the decode batch's mean context over mean input + output / 2
     (capacity.decode_context), read from what the pool holds: KV cache usage x the profile's KV
-    capacity x ready replicas / running requests. Bounded, smoothed, and only from a pool running
-    enough requests for their mean to mean something; 1 until then."""
+    capacity x ready replicas / running requests. Bounded, smoothed after the first reading, and only
+    from a pool running enough requests for their mean to mean something; 1 until then."""
     tn = spec.tuning
+    alpha = tn.correction_alpha
     scales = dict(state.extra.get("context_scale", {}))
     mi, mo = obs.mean_input_tokens, obs.mean_output_tokens
     for p in obs.pools:
         if p.role not in ("monolithic", "decode"):
             continue
-        k = scales.get(p.role, 1.0)
         if (_finite(mi) and _finite(mo) and mi > 0 and _finite(p.kv_usage) and p.kv_usage > 0
                 and _finite(p.running) and p.ready > 0
                 and p.running >= tn.context_min_running_per_replica * p.ready):
             held = p.kv_usage * profile.kv_capacity_tokens * p.ready / p.running
             seen = held / capacity.decode_context(mi, mo)
             seen = min(tn.context_scale_max, max(tn.context_scale_min, seen))
-            k = (1 - tn.correction_alpha) * k + tn.correction_alpha * seen
-        scales[p.role] = k
+            # the first reading replaces the prior outright: 1 is a guess, not a measurement, and
+            # smoothing from it would size the pool for a context it does not hold for minutes
+            scales[p.role] = seen if p.role not in scales else (1 - alpha) * scales[p.role] + alpha * seen
     state.extra["context_scale"] = scales
-    return scales
+    return {p.role: scales.get(p.role, 1.0) for p in obs.pools if p.role in ("monolithic", "decode")}
 
 
 def _update_correction(obs: FleetObservation, spec: PolicySpec, state: PolicyState,
@@ -145,9 +146,15 @@ def _update_correction(obs: FleetObservation, spec: PolicySpec, state: PolicySta
             if math.isfinite(step) and step > tn.correction_min_load * slo.itl_p95_s * 1000:
                 ratio = obs.itl_p50_s * 1000 / step
         elif p.role == "prefill" and tn.prefill_correction and _finite(obs.ttft_p50_s) and obs.ttft_p50_s > 0:
+            # the median TTFT the model predicts at the load the pool carries now: prefill, KV
+            # transfer, and the median wait in the pool's queue (a loaded pool queues prompts even
+            # when the model is right; leaving the wait out would read it as a slow profile)
+            _, work, cv2, _ = capacity.prefill_pool_terms(profile, mi, slo, tn)
             pred = (profile.prompt_prefill_ms(mi, tn.prefill_chunk_tokens) / 1000
-                    + capacity.kv_transfer_s(profile, mi, tn.kv_transfer_bytes_per_s))
-            ratio = obs.ttft_p50_s / pred if pred > 0 else None
+                    + capacity.kv_transfer_s(profile, mi, tn.kv_transfer_bytes_per_s)
+                    + capacity.mgc_wait_quantile_s(ready, rate * work, work, cv2, 0.5))
+            # (an overloaded pool, pred = inf, says nothing about the profile: the overshoot rule acts)
+            ratio = obs.ttft_p50_s / pred if 0 < pred < math.inf else None
             # prompt lengths are skewed: the median TTFT sits below the mean prompt's prefill time
             # even when the model is right, so for this pool observation only ever raises it
             if ratio is not None:
