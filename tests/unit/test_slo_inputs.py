@@ -6,7 +6,7 @@ import pytest
 
 from llmd_operator.api.inferencescheduler import InferenceScheduler
 from llmd_operator.api.llmdeployment import LLMDeployment
-from llmd_operator.planning.plan import PlanOptions, plan_deployment
+from llmd_operator.planning.plan import PlanError, PlanOptions, plan_deployment
 from llmd_operator.slo import observe, policy_inputs
 from llmd_operator.slo.decide import policy_name
 from tests.conftest import seed_documents
@@ -143,3 +143,50 @@ def test_status_patch_only_when_a_reader_would_see_a_change(old, new, differs):
     from llmd_operator.controller import status
 
     assert status.differs(old, new) is differs
+
+
+def _budget_deployment(mode: str, extra_args: list[str] | None = None) -> LLMDeployment:
+    serving = {"mode": mode, **({"extraArgs": extra_args} if extra_args else {})}
+    return llmd({"model": {"name": "llama-3.1-8b"}, "serving": serving,
+                 "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
+                 "scaling": {"mode": "scheduler_managed"}})
+
+
+def test_engines_run_the_step_token_budget_the_loop_sizes_with(catalog):
+    """vLLM left to itself takes 8192 tokens per step on an H100; the plan renders the budget the capacity
+    model assumes, and the loop sizes each pool with the budget its engine really runs."""
+    mono = plan_deployment(_budget_deployment("monolithic"), catalog, PlanOptions())
+    args = " ".join(mono.pools[0].engine_args)
+    assert "--max-num-batched-tokens 2048" in args
+    spec = policy_inputs.policy_spec(_budget_deployment("monolithic"), None, mono, spot_available=True, interval_s=30)
+    assert spec.tuning.chunk_tokens == 2048
+    split = plan_deployment(_budget_deployment("disaggregated"), catalog, PlanOptions())
+    budgets = {p.role: p.max_num_batched_tokens for p in split.pools}
+    assert budgets == {"prefill": 8192, "decode": 2048}
+    assert "--max-num-batched-tokens 8192" in " ".join(split.pools[0].engine_args)
+    spec = policy_inputs.policy_spec(_budget_deployment("disaggregated"), None, split, spot_available=True, interval_s=30)
+    assert spec.tuning.prefill_chunk_tokens == 8192
+
+
+@pytest.mark.parametrize("extra", [["--max-num-batched-tokens", "1024"], ["--max-num-batched-tokens=1024"]])
+def test_a_budget_in_extra_args_wins_in_the_engine_and_in_the_loop(catalog, extra):
+    deployment = _budget_deployment("monolithic", extra)
+    plan = plan_deployment(deployment, catalog, PlanOptions())
+    assert plan.pools[0].max_num_batched_tokens == 1024
+    assert plan.pools[0].engine_args[-len(extra):] == extra      # after the planned one: vLLM takes the last
+    spec = policy_inputs.policy_spec(deployment, None, plan, spot_available=True, interval_s=30)
+    assert spec.tuning.chunk_tokens == 1024
+
+
+def test_a_budget_that_is_not_a_number_is_refused_with_the_field(catalog):
+    with pytest.raises(PlanError, match=r"spec.serving.extraArgs: --max-num-batched-tokens 'lots'"):
+        plan_deployment(_budget_deployment("monolithic", ["--max-num-batched-tokens", "lots"]), catalog, PlanOptions())
+
+
+def test_the_policy_and_simulator_defaults_are_the_rendered_budgets():
+    from llmd_operator.planning.plan import ENGINE
+    from llmd_operator.sim.fleet import SimConfig
+    from llmd_operator.slo.decide.types import Tuning
+    budgets = ENGINE["max_num_batched_tokens"]
+    assert (Tuning().chunk_tokens, Tuning().prefill_chunk_tokens) == (budgets["monolithic"], budgets["prefill"])
+    assert (SimConfig().chunk_tokens, SimConfig().prefill_chunk_tokens) == (budgets["monolithic"], budgets["prefill"])

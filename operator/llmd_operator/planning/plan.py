@@ -51,6 +51,7 @@ class PoolPlan:
     gpus_per_replica: int
     max_num_seqs: int
     max_model_len: int
+    max_num_batched_tokens: int
     kv_capacity_tokens: int
     engine_args: list[str]
     resources: Resources | None
@@ -73,6 +74,7 @@ class PoolPlan:
             "gpus_per_replica": self.gpus_per_replica,
             "max_num_seqs": self.max_num_seqs,
             "max_model_len": self.max_model_len,
+            "max_num_batched_tokens": self.max_num_batched_tokens,
             "kv_capacity_tokens": self.kv_capacity_tokens,
             "cost_per_hour_usd": self.cost_per_hour,
             "engine_args": self.engine_args,
@@ -445,7 +447,8 @@ def _plan_pool(llmd, request, model, gpu, tp, scheme, kv_dtype, element_bytes, u
         role=request.role, replicas=replicas, min_replicas=low, max_replicas=high, replicas_owner=owner,
         spot=split, spot_replicas=spot, on_demand_replicas=on_demand, gpus_per_replica=tp,
         max_num_seqs=request.max_num_seqs, max_model_len=request.max_model_len,
-        kv_capacity_tokens=layout.kv_capacity_tokens, engine_args=args, resources=request.resources,
+        max_num_batched_tokens=batched_tokens(args, request.role), kv_capacity_tokens=layout.kv_capacity_tokens,
+        engine_args=args, resources=request.resources,
         node_selector=request.node_selector, tolerations=request.tolerations, affinity=request.affinity,
         cost_per_hour=cost, scaling=scaling,
     )
@@ -462,6 +465,7 @@ def engine_args(llmd, request, model, scheme, kv_dtype, tp, utilization, checkpo
         "--max-model-len", str(request.max_model_len),
         "--max-num-seqs", str(request.max_num_seqs),
         "--gpu-memory-utilization", f"{utilization:.2f}",
+        "--max-num-batched-tokens", str(ENGINE["max_num_batched_tokens"][request.role]),
     ]
     if scheme.dtype:
         args += ["--dtype", scheme.dtype]
@@ -474,3 +478,19 @@ def engine_args(llmd, request, model, scheme, kv_dtype, tp, utilization, checkpo
     if serving and serving.extra_args:
         args += list(serving.extra_args)
     return args
+
+
+def batched_tokens(args: list[str], role: str) -> int:
+    """The step token budget vLLM runs with: the last --max-num-batched-tokens in its arguments (vLLM
+    takes the last value given, so one in spec.serving.extraArgs overrides the planned one)."""
+    value = ENGINE["max_num_batched_tokens"][role]
+    for i, arg in enumerate(args):
+        if arg == "--max-num-batched-tokens" and i + 1 < len(args):
+            value = args[i + 1]
+        elif arg.startswith("--max-num-batched-tokens="):
+            value = arg.split("=", 1)[1]
+    try:
+        return int(value)
+    except ValueError:
+        raise PlanError(f"spec.serving.extraArgs: --max-num-batched-tokens {value!r} is not a whole number of "
+                        f"tokens; give one, e.g. --max-num-batched-tokens 4096") from None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ..api.inferencescheduler import InferenceScheduler
 from ..api.llmdeployment import LLMDeployment
 from ..api.units import parse_duration, parse_target
@@ -61,9 +63,15 @@ def policy_spec(llmd: LLMDeployment, scheduler: InferenceScheduler | None, plan:
     prices = Prices(on_demand_per_hour=per_replica * (plan.price_on_demand or 0.0),
                     spot_per_hour=per_replica * plan.price_spot if plan.price_spot is not None else None,
                     spot_available=spot_available)
-    tuning = Tuning(interval_s=interval_s)
+    # the step token budgets the engines run with (the plan renders them as --max-num-batched-tokens)
+    budgets = {}
+    if "monolithic" in pools:
+        budgets["chunk_tokens"] = pools["monolithic"].max_num_batched_tokens
+    if "prefill" in pools:
+        budgets["prefill_chunk_tokens"] = pools["prefill"].max_num_batched_tokens
+    tuning = Tuning(interval_s=interval_s, **budgets)
     if scaling is not None and getattr(scaling, "scale_down_cooldown", None):
-        tuning = Tuning(interval_s=interval_s, scale_down_cooldown_s=parse_duration(scaling.scale_down_cooldown))
+        tuning = replace(tuning, scale_down_cooldown_s=parse_duration(scaling.scale_down_cooldown))
     return PolicySpec(slo=slo, constraints=constraints, prices=prices, tuning=tuning,
                       threshold=threshold_rules(objectives, scaling))
 
