@@ -178,9 +178,20 @@ def test_a_budget_in_extra_args_wins_in_the_engine_and_in_the_loop(catalog, extr
     assert spec.tuning.chunk_tokens == 1024
 
 
-def test_a_budget_that_is_not_a_number_is_refused_with_the_field(catalog):
-    with pytest.raises(PlanError, match=r"spec.serving.extraArgs: --max-num-batched-tokens 'lots'"):
-        plan_deployment(_budget_deployment("monolithic", ["--max-num-batched-tokens", "lots"]), catalog, PlanOptions())
+@pytest.mark.parametrize("value", ["lots", "-5", "128"])
+def test_a_budget_vllm_would_refuse_is_refused_with_the_field_and_the_fix(catalog, value):
+    # 128 < the default --max-num-seqs 256: vLLM refuses to start with a budget below the batch
+    with pytest.raises(PlanError, match=rf"spec.serving.extraArgs: --max-num-batched-tokens '{value}' .*"
+                                        r"--max-num-seqs \(256, batchSize\).*--max-num-batched-tokens 2048"):
+        plan_deployment(_budget_deployment("monolithic", ["--max-num-batched-tokens", value]), catalog, PlanOptions())
+
+
+def test_the_planned_budget_covers_a_large_batch(catalog):
+    deployment = llmd({"model": {"name": "llama-3.1-8b"}, "serving": {"batchSize": 4096, "maxSequenceLength": 512},
+                       "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}})
+    plan = plan_deployment(deployment, catalog, PlanOptions())
+    assert plan.pools[0].max_num_batched_tokens == 4096
+    assert "--max-num-batched-tokens 4096" in " ".join(plan.pools[0].engine_args)
 
 
 def test_the_policy_and_simulator_defaults_are_the_rendered_budgets():

@@ -447,7 +447,7 @@ def _plan_pool(llmd, request, model, gpu, tp, scheme, kv_dtype, element_bytes, u
         role=request.role, replicas=replicas, min_replicas=low, max_replicas=high, replicas_owner=owner,
         spot=split, spot_replicas=spot, on_demand_replicas=on_demand, gpus_per_replica=tp,
         max_num_seqs=request.max_num_seqs, max_model_len=request.max_model_len,
-        max_num_batched_tokens=batched_tokens(args, request.role), kv_capacity_tokens=layout.kv_capacity_tokens,
+        max_num_batched_tokens=batched_tokens(args, request), kv_capacity_tokens=layout.kv_capacity_tokens,
         engine_args=args, resources=request.resources,
         node_selector=request.node_selector, tolerations=request.tolerations, affinity=request.affinity,
         cost_per_hour=cost, scaling=scaling,
@@ -465,7 +465,7 @@ def engine_args(llmd, request, model, scheme, kv_dtype, tp, utilization, checkpo
         "--max-model-len", str(request.max_model_len),
         "--max-num-seqs", str(request.max_num_seqs),
         "--gpu-memory-utilization", f"{utilization:.2f}",
-        "--max-num-batched-tokens", str(ENGINE["max_num_batched_tokens"][request.role]),
+        "--max-num-batched-tokens", str(_planned_budget(request)),
     ]
     if scheme.dtype:
         args += ["--dtype", scheme.dtype]
@@ -480,17 +480,24 @@ def engine_args(llmd, request, model, scheme, kv_dtype, tp, utilization, checkpo
     return args
 
 
-def batched_tokens(args: list[str], role: str) -> int:
+def _planned_budget(request: _PoolRequest) -> int:
+    """engine.yaml's step token budget for the pool's role, raised to --max-num-seqs: a step carries at
+    least one token of every running sequence, and vLLM refuses to start with a smaller budget."""
+    return max(ENGINE["max_num_batched_tokens"][request.role], request.max_num_seqs)
+
+
+def batched_tokens(args: list[str], request: _PoolRequest) -> int:
     """The step token budget vLLM runs with: the last --max-num-batched-tokens in its arguments (vLLM
     takes the last value given, so one in spec.serving.extraArgs overrides the planned one)."""
-    value = ENGINE["max_num_batched_tokens"][role]
+    value = str(_planned_budget(request))
     for i, arg in enumerate(args):
         if arg == "--max-num-batched-tokens" and i + 1 < len(args):
             value = args[i + 1]
         elif arg.startswith("--max-num-batched-tokens="):
             value = arg.split("=", 1)[1]
-    try:
-        return int(value)
-    except ValueError:
-        raise PlanError(f"spec.serving.extraArgs: --max-num-batched-tokens {value!r} is not a whole number of "
-                        f"tokens; give one, e.g. --max-num-batched-tokens 4096") from None
+    if not value.isdigit() or int(value) < request.max_num_seqs:
+        raise PlanError(f"spec.serving.extraArgs: --max-num-batched-tokens {value!r} must be a whole number of "
+                        f"tokens of at least the {request.role} pool's --max-num-seqs ({request.max_num_seqs}, "
+                        f"batchSize), or vLLM will not start; e.g. --max-num-batched-tokens "
+                        f"{_planned_budget(request)}")
+    return int(value)
