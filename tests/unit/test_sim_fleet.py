@@ -180,3 +180,22 @@ def test_kv_usage_reports_the_tokens_held_not_the_answer_reserved_at_admission()
     generated = 5.0 / (PROFILE.decode_step_ms(1, 1500) / 1000.0)
     assert first.running == 1.0 and first.queue_depth == 0.0
     assert held == pytest.approx(1000 + generated, rel=0.1)      # reserved would be 4000
+
+
+def test_the_live_simulator_batches_each_pod_with_its_engine_budget():
+    """A pod whose engine runs --max-num-batched-tokens 1024 (say, from extraArgs) prefills in 1024-token
+    chunks in the live simulator too; a pod without the flag gets the pool's default."""
+    from prometheus_client import CollectorRegistry
+
+    from llmd_operator.sim.live import LiveFleet
+
+    def pod(name, args):
+        return {"metadata": {"name": name, "namespace": "team", "labels": {}},
+                "spec": {"containers": [{"name": "vllm", "args": args}]},
+                "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+
+    fleet = LiveFleet(PROFILE, SimConfig(), CollectorRegistry())
+    fleet.sync_pods([pod("a", ["serve", "m", "--max-num-batched-tokens", "2048", "--max-num-batched-tokens=1024"]),
+                     pod("b", ["serve", "m"])], now=0.0)
+    assert fleet.by_pod["a"].chunk == 1024
+    assert fleet.by_pod["b"].chunk == SimConfig().chunk_tokens

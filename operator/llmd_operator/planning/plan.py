@@ -489,15 +489,21 @@ def _planned_budget(request: _PoolRequest) -> int:
 def batched_tokens(args: list[str], request: _PoolRequest) -> int:
     """The step token budget vLLM runs with: the last --max-num-batched-tokens in its arguments (vLLM
     takes the last value given, so one in spec.serving.extraArgs overrides the planned one)."""
-    value = str(_planned_budget(request))
-    for i, arg in enumerate(args):
-        if arg == "--max-num-batched-tokens" and i + 1 < len(args):
-            value = args[i + 1]
-        elif arg.startswith("--max-num-batched-tokens="):
-            value = arg.split("=", 1)[1]
+    value = last_flag_value(args, "--max-num-batched-tokens") or str(_planned_budget(request))
     if not value.isdigit() or int(value) < request.max_num_seqs:
         raise PlanError(f"spec.serving.extraArgs: --max-num-batched-tokens {value!r} must be a whole number of "
                         f"tokens of at least the {request.role} pool's --max-num-seqs ({request.max_num_seqs}, "
                         f"batchSize), or vLLM will not start; e.g. --max-num-batched-tokens "
                         f"{_planned_budget(request)}")
     return int(value)
+
+
+def last_flag_value(args: list[str], flag: str) -> str | None:
+    """The value the engine takes for `flag` (`--flag V` or `--flag=V`): argparse keeps the last one."""
+    value = None
+    for i, arg in enumerate(args):
+        if arg == flag and i + 1 < len(args):
+            value = args[i + 1]
+        elif arg.startswith(flag + "="):
+            value = arg.split("=", 1)[1]
+    return value

@@ -94,8 +94,9 @@ class Fleet:
         self.desired: dict[str, tuple[int, int]] = {}      # role -> (on-demand, spot)
 
     # ---- replicas ---------------------------------------------------------------------------------
-    def _new(self, role: str, spot: bool, now: float, ready: bool = False) -> Replica:
-        chunk = self.cfg.prefill_chunk_tokens if role == "prefill" else self.cfg.chunk_tokens
+    def _new(self, role: str, spot: bool, now: float, ready: bool = False,
+             chunk_tokens: int | None = None) -> Replica:
+        chunk = chunk_tokens or (self.cfg.prefill_chunk_tokens if role == "prefill" else self.cfg.chunk_tokens)
         r = Replica(self.next_id, role, spot, self.p, now, now if ready else now + self.cfg.startup_delay_s, chunk)
         if ready:
             r.state = "ready"

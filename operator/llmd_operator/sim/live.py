@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, urlparse
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from ..planning.plan import ENGINE
+from ..planning.plan import ENGINE, last_flag_value
 from ..render import labels as pod_labels
 from ..slo.profiles import CapacityProfile
 from .engine import SimRequest
@@ -30,6 +30,16 @@ log = logging.getLogger("llmd_operator.sim.live")
 LABELS = ["namespace", "pod", ENGINE["prometheus_labels"]["deployment"], ENGINE["prometheus_labels"]["role"],
           ENGINE["prometheus_labels"]["capacity_type"]]
 BUCKETS = ENGINE["vllm_histogram_buckets"]
+
+
+def step_budget(pod: dict) -> int | None:
+    """The --max-num-batched-tokens the pod's engine runs with (the plan renders it; extraArgs may
+    override it), so the simulated replica batches as the real one would; None: the pool's default."""
+    for container in (pod.get("spec") or {}).get("containers") or []:
+        value = last_flag_value(container.get("args") or [], "--max-num-batched-tokens")
+        if value and value.isdigit():
+            return int(value)
+    return None
 
 
 class LiveFleet(Fleet):
@@ -68,7 +78,7 @@ class LiveFleet(Fleet):
             if meta["name"] in self.by_pod:
                 continue
             capacity = meta["labels"].get(pod_labels.CAPACITY_LABEL, "on-demand")
-            replica = self._new(role, capacity == "spot", now, ready=True)
+            replica = self._new(role, capacity == "spot", now, ready=True, chunk_tokens=step_budget(pod))
             self.by_pod[meta["name"]] = replica
             self.pod_of[replica.rid] = (meta["namespace"], meta["name"], meta["labels"].get(pod_labels.DEPLOYMENT_LABEL, ""),
                                         role, capacity)
