@@ -148,6 +148,43 @@ def test_disaggregated_pools_are_sized_together():
     assert "prompt tok/s" in p.reason and "output tok/s" in dd.reason
 
 
+def _prefill_target_after(prompts, rate=10.0):
+    """Prefill target after a run of 30 s intervals with these mean prompt lengths (disaggregated)."""
+    s = PolicySpec(slo=SLOTargets(5.0, 0.05), constraints=Constraints(default_max_replicas=80))
+    st, n = PolicyState(), 8
+    for i, mean_in in enumerate(prompts):
+        pools = tuple(PoolObservation(role=r, replicas_on_demand=n if r == "prefill" else 2,
+                                      ready_on_demand=n if r == "prefill" else 2, queue_depth=0.0,
+                                      running=10.0, kv_usage=0.2, gpu_util=0.7) for r in ("prefill", "decode"))
+        obs = FleetObservation(time_s=30.0 * i, pools=pools, request_rate=rate, mean_input_tokens=mean_in,
+                               mean_output_tokens=150.0, ttft_p50_s=None, ttft_p95_s=1.0, itl_p50_s=None,
+                               itl_p95_s=0.02)
+        d, st = decide("default", obs, s, PROFILE, st)
+        n = d.pool("prefill").target
+    return n, d.pool("prefill").reason
+
+
+def test_prefill_pool_follows_a_prompt_rise_beyond_noise_at_once():
+    flat, _ = _prefill_target_after([10000.0] * 6)
+    noisy, _ = _prefill_target_after([10000.0] * 5 + [10400.0])      # +4%: within 300 requests' noise
+    risen, reason = _prefill_target_after([10000.0] * 5 + [16000.0])  # +60%
+    assert noisy == flat
+    assert risen >= flat * 1.4               # sized for 16k-token prompts
+    import re
+    req_s, tok_s = re.search(r"predicted ([\d.]+) req/s, ([\d.]+)k prompt tok/s", reason).groups()
+    assert float(tok_s) * 1000 / float(req_s) == pytest.approx(16000, rel=0.05)   # not the EWMA's 13k
+
+
+def test_prompt_rise_test_scales_with_the_requests_behind_the_mean():
+    from dataclasses import replace
+    from llmd_operator.slo.decide.model_based import prefill_prompt_length
+    tn = SPEC.tuning
+    hist = lambda rate: [[0.0, rate, 10000.0, 100.0], [30.0, rate, 11000.0, 100.0]]
+    assert prefill_prompt_length(hist(10.0), 10000.0, tn) == 11000.0      # 300 requests: +10% is a rise
+    assert prefill_prompt_length(hist(0.2), 10000.0, tn) == 10000.0       # 6 requests: +10% is noise
+    assert prefill_prompt_length(hist(10.0), 10000.0, replace(tn, prompt_rise_z=None)) == 10000.0
+
+
 def test_min_throughput_floor():
     s = PolicySpec(slo=SLOTargets(0.5, 0.05), constraints=Constraints(min_throughput_tokens_per_s=20000.0))
     d, _ = decide("default", mono(0.0, 1.0, 1), s, PROFILE, PolicyState())

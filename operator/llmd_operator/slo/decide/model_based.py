@@ -4,7 +4,8 @@ Every tick:
 1. hold when metrics are missing, stale or NaN (never scale on missing data);
 2. remember (time, request rate, mean input, mean output) and predict the load at the end of the
    prediction horizon (pod start-up + one interval): max(last, EWMA, linear trend extrapolated), plus
-   Poisson headroom (z * sqrt(rate / interval)) and a proportional headroom;
+   Poisson headroom (z * sqrt(rate / interval)) and a proportional headroom; a prefill pool takes the
+   last interval's mean prompt when it rose beyond noise;
 3. correct the capacity profile by observed / predicted latency (bounded, smoothed), per pool; read
    the decode batch's mean context from the KV cache usage (long prompts with short answers spend
    few steps in the batch, so it holds far less context than the mean prompt suggests);
@@ -55,6 +56,21 @@ def predict_series(points: list[list[float]], now: float, tn) -> float:
     recent = [(t, v) for t, v in points if t >= now - tn.trend_window_s]
     slope = max(0.0, _slope(recent))
     return max(last, _ewma(vals, tn.ewma_alpha), last + tn.trend_gain * slope * (tn.startup_delay_s + tn.interval_s))
+
+
+def prefill_prompt_length(history: list[list[float]], mean_in: float, tn) -> float:
+    """Mean prompt a prefill pool is sized for: the last interval's mean when it rose above the EWMA
+    by more than `prompt_rise_z` standard errors of a mean over that interval's requests, else the
+    EWMA. Prompts that grow for minutes (a new client, a longer document set) reach the prefill
+    pool's sizing an interval or two earlier than through the EWMA, while one noisy interval's
+    mean rarely passes the test."""
+    if tn.prompt_rise_z is None or not history:
+        return mean_in
+    _, rate, last_in, _ = history[-1]
+    n = max(rate * tn.interval_s, 1.0)
+    if last_in > mean_in * (1 + tn.prompt_rise_z * math.sqrt(tn.prompt_cv2 / n)):
+        return last_in
+    return mean_in
 
 
 def predict(history: list[list[float]], now: float, spec: PolicySpec) -> tuple[float, float, float]:
@@ -202,12 +218,14 @@ def decide(obs: FleetObservation, spec: PolicySpec, profile: CapacityProfile | N
     scales = _update_context_scale(obs, spec, state, profile)
     corr = _update_correction(obs, spec, state, profile, slo, scales)
     mode = obs.mode
+    prefill_in = prefill_prompt_length(state.history, mean_in, tn)
     targets, reasons, actions = {}, {}, {}
     hist = state.extra.setdefault("need_history", {})
     for p in obs.pools:
         k = corr.get(p.role, 1.0)
         scale = scales.get(p.role, 1.0)
-        need = capacity.replicas_for_load(profile, mode, rate, mean_in, mean_out, slo, tn, k, scale)[p.role]
+        pool_in = prefill_in if p.role == "prefill" else mean_in
+        need = capacity.replicas_for_load(profile, mode, rate, pool_in, mean_out, slo, tn, k, scale)[p.role]
         now_need = capacity.replicas_for_load(profile, mode, obs.request_rate, obs.mean_input_tokens,
                                               obs.mean_output_tokens, slo, tn, k, scale)[p.role]
         if tn.predict_work and math.isfinite(now_need):
@@ -223,7 +241,7 @@ def decide(obs: FleetObservation, spec: PolicySpec, profile: CapacityProfile | N
         if not math.isfinite(need):
             targets[p.role] = spec.constraints.max_for(p.role)
             reasons[p.role] = (f"one replica cannot meet TTFT {slo.ttft_p95_s:g} s / ITL "
-                               f"{slo.itl_p95_s * 1000:g} ms at {mean_in:.0f}/{mean_out:.0f} tokens; at max")
+                               f"{slo.itl_p95_s * 1000:g} ms at {pool_in:.0f}/{mean_out:.0f} tokens; at max")
             continue
         # SLO already violated: the model is optimistic right now; add what the overshoot says
         over = _overshoot(obs, p.role, slo)
@@ -253,7 +271,7 @@ def decide(obs: FleetObservation, spec: PolicySpec, profile: CapacityProfile | N
             # on/off load: be ready for the window's busiest burst, also in a lull (and again, if
             # replicas went before the pattern showed): a burst ends before a new replica is ready
             want = stable_want
-        tokens = rate * (mean_in if p.role == "prefill" else mean_out)
+        tokens = rate * (pool_in if p.role == "prefill" else mean_out)
         kind = "prompt" if p.role == "prefill" else "output"
         latency = _latency_words(obs, p.role, spec.slo)
         if want > cur:

@@ -170,6 +170,9 @@ class Tuning:
     # rising edge overshoots its crest; 0.75 of it held the same attainment on the benchmark
     # traces and on a steady 7x ramp with up to 10% fewer GPU-hours (bench/README.md)
     trend_gain: float = 0.75
+    # a prefill pool sizes for the last interval's mean prompt when it is this many standard errors
+    # above the EWMA (model_based.prefill_prompt_length); None: EWMA only
+    prompt_rise_z: float | None = 1.0
     peak_window_s: float = 120.0         # also keep capacity for peak_weight x the recent peak
     peak_weight: float = 0.0             # 0 = off
     noise_z: float = 0.5                 # Poisson headroom: z * sqrt(rate / interval)
