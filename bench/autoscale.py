@@ -30,12 +30,16 @@ MODEL, QUANT = "llama-3.1-8b", "fp8"
 RUNS = {
     "azure": {"mode": "monolithic", "ttft": 0.5, "itl": 0.05,
               "rates": [(1, "compress"), (4, "compress"), (10, "compress"), (10, "overlay"), (30, "overlay")]},
+    # BurstGPT: ChatGPT / GPT-4 conversation and API traffic, served like the Azure chat trace
+    "burstgpt": {"mode": "monolithic", "ttft": 0.5, "itl": 0.05,
+                 "rates": [(1, "compress"), (4, "compress"), (10, "compress"), (10, "overlay"), (30, "overlay")]},
     # Mooncake prompts average 15k tokens (p99 66k, whose prefill alone takes 3.0 s on one H100):
     # disaggregated prefill/decode, as Mooncake itself serves them, and a 5 s TTFT target.
     "mooncake": {"mode": "disaggregated", "ttft": 5.0, "itl": 0.05,
                  "rates": [(1, "compress"), (2, "compress"), (4, "overlay")]},
 }
-QUICK = {"azure": [(4, "compress"), (10, "overlay")], "mooncake": [(1, "compress")]}
+QUICK = {"azure": [(4, "compress"), (10, "overlay")], "burstgpt": [(4, "compress"), (10, "overlay")],
+         "mooncake": [(1, "compress")]}
 
 
 def log(msg: str) -> None:

@@ -41,6 +41,29 @@ def test_mooncake_jsonl_detected_with_ms_timestamps(tmp_path):
     assert tr.requests[0].input_tokens == 40160
 
 
+def test_azure_2024_timestamps_with_a_utc_offset(tmp_path):
+    p = tmp_path / "AzureLLMInferenceTrace_code_1week.csv"
+    p.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n"
+                 "2024-05-10 00:00:00.0098380+00:00,4808,10\n"
+                 "2024-05-10 00:00:02+00:00,3180,8\n")
+    tr = load_trace(p)
+    assert tr.format == "azure"
+    assert [r.arrival_s for r in tr.requests] == pytest.approx([0.0, 1.990162])
+
+
+def test_burstgpt_csv_in_seconds_with_failed_requests(tmp_path):
+    p = tmp_path / "BurstGPT_1.csv"
+    p.write_text("Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n"
+                 "5,ChatGPT,472,18,490,Conversation log\n"
+                 "45,ChatGPT,1087,0,1087,Conversation log\n"
+                 "118,GPT-4,417,276,693,API log\n")
+    assert detect_format(p) == "burstgpt"
+    tr = load_trace(p)
+    assert [r.arrival_s for r in tr.requests] == [0.0, 40.0, 113.0]
+    assert [r.input_tokens for r in tr.requests] == [472, 1087, 417]
+    assert tr.requests[1].output_tokens == 1       # a failed request still costs its prefill
+
+
 def test_unknown_format_is_refused(tmp_path):
     p = tmp_path / "x.csv"
     p.write_text("a,b,c\n1,2,3\n")

@@ -48,7 +48,8 @@ def _table(summary: dict) -> str:
 
 @click.command("simulate")
 @click.option("--trace", "trace_path", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="Azure LLM inference CSV or Mooncake JSONL (detected from the content).")
+              help="Azure LLM inference CSV (2023, 2024), BurstGPT CSV or Mooncake JSONL "
+                   "(detected from the content).")
 @click.option("--policy", type=click.Choice(POLICY_NAMES), default="default", show_default=True)
 @click.option("--rate-multiplier", type=float, default=1.0, show_default=True,
               help="Replay the trace this many times as fast.")

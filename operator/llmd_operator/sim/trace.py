@@ -1,8 +1,12 @@
-"""Request traces: Azure LLM inference CSV and Mooncake JSONL, format detected from the file content.
+"""Request traces: Azure LLM inference CSV, BurstGPT CSV and Mooncake JSONL, format detected from the
+file content.
 
-Azure (Splitwise, ISCA'24): header `TIMESTAMP,ContextTokens,GeneratedTokens`, TIMESTAMP wall clock
-(`2023-11-16 18:15:46.6805900`, 7 fractional digits). Mooncake (FAST'25): one JSON object a line,
-`timestamp` (ms from start), `input_length`, `output_length`, `hash_ids`.
+Azure (Splitwise, ISCA'24; the 2023 and 2024 releases): header `TIMESTAMP,ContextTokens,GeneratedTokens`,
+TIMESTAMP wall clock (`2023-11-16 18:15:46.6805900`, 7 fractional digits; 2024 adds `+00:00`).
+BurstGPT (Wang et al. 2024): header `Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type`,
+Timestamp in seconds from the trace's start; failed requests have 0 response tokens and still cost a
+prefill. Mooncake (FAST'25): one JSON object a line, `timestamp` (ms from start), `input_length`,
+`output_length`, `hash_ids`.
 """
 
 from __future__ import annotations
@@ -86,20 +90,11 @@ def detect_format(path: str | Path) -> str:
     header = [h.strip() for h in head.splitlines()[0].split(",")] if head else []
     if {"TIMESTAMP", "ContextTokens", "GeneratedTokens"} <= set(header):
         return "azure"
+    if {"Timestamp", "Request tokens", "Response tokens"} <= set(header):
+        return "burstgpt"
     raise TraceError(f"{path}: unknown trace format (expected Azure CSV with TIMESTAMP,ContextTokens,"
-                     "GeneratedTokens or Mooncake JSONL with timestamp,input_length,output_length)")
-
-
-def _parse_wallclock(s: str) -> float:
-    s = s.strip()
-    if "." in s:
-        main, frac = s.split(".", 1)
-        frac = (frac + "000000")[:6]
-        s = f"{main}.{frac}"
-        dt = datetime.strptime(s, "%Y-%m-%d %H:%M:%S.%f")
-    else:
-        dt = datetime.strptime(s, "%Y-%m-%d %H:%M:%S")
-    return dt.timestamp()
+                     "GeneratedTokens, BurstGPT CSV with Timestamp,Request tokens,Response tokens, or "
+                     "Mooncake JSONL with timestamp,input_length,output_length)")
 
 
 def load_trace(path: str | Path, rate_multiplier: float = 1.0, rate_mode: str = "compress") -> Trace:
@@ -109,8 +104,13 @@ def load_trace(path: str | Path, rate_multiplier: float = 1.0, rate_mode: str = 
     if fmt == "azure":
         with open(path, newline="", encoding="utf-8") as f:
             for row in csv.DictReader(f):
-                rows.append((_parse_wallclock(row["TIMESTAMP"]), int(row["ContextTokens"]),
-                             int(row["GeneratedTokens"])))
+                rows.append((datetime.fromisoformat(row["TIMESTAMP"].strip()).timestamp(),
+                             int(row["ContextTokens"]), int(row["GeneratedTokens"])))
+    elif fmt == "burstgpt":
+        with open(path, newline="", encoding="utf-8") as f:
+            for row in csv.DictReader(f):
+                rows.append((float(row["Timestamp"]), int(float(row["Request tokens"])),
+                             int(float(row["Response tokens"]))))
     else:
         with open(path, encoding="utf-8") as f:
             for line in f:
