@@ -27,19 +27,19 @@ GPU = "NVIDIA-H100-80GB-HBM3"
 MODEL, QUANT = "llama-3.1-8b", "fp8"
 
 # (rate multiplier, rate mode) per trace format, and the serving set-up per format
+CHAT = {"mode": "monolithic", "ttft": 0.5, "itl": 0.05,
+        "rates": [(1, "compress"), (4, "compress"), (10, "compress"), (10, "overlay"), (30, "overlay")]}
+CHAT_QUICK = [(4, "compress"), (10, "overlay")]
 RUNS = {
-    "azure": {"mode": "monolithic", "ttft": 0.5, "itl": 0.05,
-              "rates": [(1, "compress"), (4, "compress"), (10, "compress"), (10, "overlay"), (30, "overlay")]},
+    "azure": CHAT,
     # BurstGPT: ChatGPT / GPT-4 conversation and API traffic, served like the Azure chat trace
-    "burstgpt": {"mode": "monolithic", "ttft": 0.5, "itl": 0.05,
-                 "rates": [(1, "compress"), (4, "compress"), (10, "compress"), (10, "overlay"), (30, "overlay")]},
+    "burstgpt": CHAT,
     # Mooncake prompts average 15k tokens (p99 66k, whose prefill alone takes 3.0 s on one H100):
     # disaggregated prefill/decode, as Mooncake itself serves them, and a 5 s TTFT target.
     "mooncake": {"mode": "disaggregated", "ttft": 5.0, "itl": 0.05,
                  "rates": [(1, "compress"), (2, "compress"), (4, "overlay")]},
 }
-QUICK = {"azure": [(4, "compress"), (10, "overlay")], "burstgpt": [(4, "compress"), (10, "overlay")],
-         "mooncake": [(1, "compress")]}
+QUICK = {"azure": CHAT_QUICK, "burstgpt": CHAT_QUICK, "mooncake": [(1, "compress")]}
 
 
 def log(msg: str) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -79,6 +80,31 @@ class Trace:
         return Trace(self.name, self.format, reqs, self.rate_multiplier * multiplier, "compress")
 
 
+def _wallclock_s(stamp: str) -> float:
+    return datetime.fromisoformat(stamp.strip()).timestamp()
+
+
+def _whole_tokens(count: str) -> int:
+    return int(float(count))
+
+
+@dataclass(frozen=True)
+class _CsvFormat:
+    """A CSV trace's columns (arrival, prompt tokens, answer tokens) and how to read each."""
+
+    name: str
+    label: str
+    columns: tuple[str, str, str]
+    arrival_s: Callable[[str], float]
+    tokens: Callable[[str], int]
+
+
+CSV_FORMATS = (
+    _CsvFormat("azure", "Azure", ("TIMESTAMP", "ContextTokens", "GeneratedTokens"), _wallclock_s, int),
+    _CsvFormat("burstgpt", "BurstGPT", ("Timestamp", "Request tokens", "Response tokens"), float, _whole_tokens),
+)
+
+
 def detect_format(path: str | Path) -> str:
     with open(path, "r", encoding="utf-8") as f:
         head = f.read(4096).lstrip()
@@ -87,30 +113,26 @@ def detect_format(path: str | Path) -> str:
         if {"timestamp", "input_length", "output_length"} <= set(first):
             return "mooncake"
         raise TraceError(f"{path}: JSONL without timestamp/input_length/output_length")
-    header = [h.strip() for h in head.splitlines()[0].split(",")] if head else []
-    if {"TIMESTAMP", "ContextTokens", "GeneratedTokens"} <= set(header):
-        return "azure"
-    if {"Timestamp", "Request tokens", "Response tokens"} <= set(header):
-        return "burstgpt"
-    raise TraceError(f"{path}: unknown trace format (expected Azure CSV with TIMESTAMP,ContextTokens,"
-                     "GeneratedTokens, BurstGPT CSV with Timestamp,Request tokens,Response tokens, or "
-                     "Mooncake JSONL with timestamp,input_length,output_length)")
+    header = {h.strip() for h in head.splitlines()[0].split(",")} if head else set()
+    for fmt in CSV_FORMATS:
+        if set(fmt.columns) <= header:
+            return fmt.name
+    known = ", ".join(f"{fmt.label} CSV with {','.join(fmt.columns)}" for fmt in CSV_FORMATS)
+    raise TraceError(f"{path}: unknown trace format (expected {known}, or Mooncake JSONL with "
+                     "timestamp,input_length,output_length)")
 
 
 def load_trace(path: str | Path, rate_multiplier: float = 1.0, rate_mode: str = "compress") -> Trace:
     path = Path(path)
     fmt = detect_format(path)
     rows: list[tuple[float, int, int]] = []
-    if fmt == "azure":
+    csv_format = next((c for c in CSV_FORMATS if c.name == fmt), None)
+    if csv_format is not None:
+        at, prompt, answer = csv_format.columns
         with open(path, newline="", encoding="utf-8") as f:
             for row in csv.DictReader(f):
-                rows.append((datetime.fromisoformat(row["TIMESTAMP"].strip()).timestamp(),
-                             int(row["ContextTokens"]), int(row["GeneratedTokens"])))
-    elif fmt == "burstgpt":
-        with open(path, newline="", encoding="utf-8") as f:
-            for row in csv.DictReader(f):
-                rows.append((float(row["Timestamp"]), int(float(row["Request tokens"])),
-                             int(float(row["Response tokens"]))))
+                rows.append((csv_format.arrival_s(row[at]), csv_format.tokens(row[prompt]),
+                             csv_format.tokens(row[answer])))
     else:
         with open(path, encoding="utf-8") as f:
             for line in f:
