@@ -2,6 +2,7 @@
 """Autoscaling benchmark: every policy on every shared trace at several rate multipliers.
 
     .venv/bin/python bench/autoscale.py [--traces DIR] [--out bench/out] [--quick] [--no-plots]
+                                        [--start 0s] [--duration 1h]
 
 Prints a table, writes bench/out/autoscale.json and one PNG per run (load, replicas per pool,
 latency against target over time). Not a test. See bench/README.md for the figures and what they mean.
@@ -19,6 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "operator"))
 
 from llmd_operator.sim.baselines import POLICY_NAMES  # noqa: E402
+from llmd_operator.sim.command import parse_duration  # noqa: E402
 from llmd_operator.sim.run import config_for, run_policy  # noqa: E402
 from llmd_operator.sim.trace import detect_format, load_trace  # noqa: E402
 from llmd_operator.slo.profiles import default_profile, gpu_hour_prices  # noqa: E402
@@ -101,7 +103,13 @@ def main() -> int:
     ap.add_argument("--policies", default=",".join(POLICY_NAMES))
     ap.add_argument("--quick", action="store_true", help="fewer multipliers")
     ap.add_argument("--no-plots", action="store_true")
+    ap.add_argument("--start", default="0s", help="replay each trace from this far after its first request")
+    ap.add_argument("--duration", default="1h",
+                    help="replay at most this much of each trace (a week-long trace would take days); "
+                         "0 for all of it")
     args = ap.parse_args()
+    start_s = parse_duration(args.start)
+    duration_s = parse_duration(args.duration) or None
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     profile = default_profile(MODEL, GPU, QUANT, 1)
@@ -114,8 +122,12 @@ def main() -> int:
         fmt = detect_format(path)
         setup = RUNS[fmt]
         rates = QUICK[fmt] if args.quick else setup["rates"]
+        base = load_trace(path, start_s=start_s, duration_s=duration_s)
+        if base.start_s > 0 or base.span_s > base.duration_s:
+            log(f"{path.name} spans {base.span_s / 3600:.1f} h: replaying minutes {base.start_s / 60:g} to "
+                f"{(base.start_s + base.duration_s) / 60:.0f} of it (--start, --duration)")
         for mult, rmode in rates:
-            trace = load_trace(path, mult, rmode)
+            trace = base.at_rate(mult, rmode)
             cfg = config_for(profile, GPU, mode=setup["mode"], ttft_slo_s=setup["ttft"], itl_slo_s=setup["itl"])
             rows = []
             for pol in policies:
@@ -136,6 +148,7 @@ def main() -> int:
                 rows.append(s)
             targets = check_targets(rows)
             results.append({"trace": path.name, "rate_multiplier": mult, "rate_mode": rmode,
+                            "trace_start_s": trace.start_s, "trace_span_s": trace.span_s,
                             "mode": setup["mode"], "slo": {"ttft_p95_s": setup["ttft"], "itl_p95_s": setup["itl"]},
                             "runs": rows, "targets": targets})
     table = render_table(results)

@@ -138,6 +138,20 @@ def test_cli_prints_one_json_object(tmp_path):
     assert s["slo"] == {"ttft_p95_s": 0.5, "itl_p95_s": 0.05}
 
 
+def test_cli_replays_a_window_of_a_long_trace(tmp_path):
+    p = tmp_path / "t.jsonl"
+    p.write_text("\n".join(json.dumps({"timestamp": k * 10_000, "input_length": 500, "output_length": 50})
+                           for k in range(1080)))                 # one request every 10 s for 3 hours
+    out = CliRunner().invoke(simulate, ["--trace", str(p), "--start", "1h", "--duration", "30m",
+                                        "--policy", "static-peak"])
+    assert out.exit_code == 0, out.output
+    s = json.loads(out.output)
+    assert s["requests"] == 180 and s["trace_start_s"] == 3600 and s["trace_span_s"] == 10790
+    assert s["gpu_hours"] == pytest.approx(0.5, rel=0.05)        # one replica for the half hour, not 3 h
+    bad = CliRunner().invoke(simulate, ["--trace", str(p), "--start", "4h", "--duration", "1h"])
+    assert bad.exit_code != 0 and "no requests between 14400 s and 18000 s" in bad.output
+
+
 def test_cli_refuses_a_bad_trace(tmp_path):
     p = tmp_path / "t.csv"
     p.write_text("x,y\n1,2\n")
@@ -145,7 +159,7 @@ def test_cli_refuses_a_bad_trace(tmp_path):
     assert out.exit_code != 0 and "unknown trace format" in out.output
 
 
-@pytest.mark.parametrize("text,seconds", [("500ms", 0.5), ("0.5s", 0.5), ("90", 90.0), ("2m", 120.0)])
+@pytest.mark.parametrize("text,seconds", [("500ms", 0.5), ("0.5s", 0.5), ("90", 90.0), ("2m", 120.0), ("2d", 172800.0)])
 def test_durations(text, seconds):
     assert parse_duration(text) == pytest.approx(seconds)
 

@@ -85,6 +85,40 @@ def test_overlay_keeps_duration_and_multiplies_requests(tmp_path):
     assert tr.rate_mode == "overlay"
 
 
+def hourly(tmp_path, minutes, name="long.jsonl"):
+    """A Mooncake-format trace with one request at each of these minutes, in this file order."""
+    p = tmp_path / name
+    p.write_text("".join(json.dumps({"timestamp": m * 60_000, "input_length": 100 + m, "output_length": 10,
+                                     "hash_ids": [1]}) + "\n" for m in minutes))
+    return p
+
+
+def test_a_window_replays_only_its_part_of_a_long_trace(tmp_path):
+    tr = load_trace(hourly(tmp_path, range(0, 600, 5)), start_s=3600, duration_s=3600)
+    # minutes 60..115 (the hour from the first request's 60th minute), on a clock starting at the window
+    assert [r.input_tokens - 100 for r in tr.requests] == list(range(60, 120, 5))
+    assert tr.requests[0].arrival_s == 0.0 and tr.duration_s == 55 * 60
+    assert tr.start_s == 3600 and tr.span_s == 595 * 60
+
+
+def test_a_window_counts_from_the_earliest_request_even_out_of_file_order(tmp_path):
+    tr = load_trace(hourly(tmp_path, [10, 0, 70, 30, 65, 5]), start_s=0, duration_s=3600)
+    assert [r.input_tokens - 100 for r in tr.requests] == [0, 5, 10, 30]
+
+
+def test_a_window_then_takes_the_rate_multiplier(tmp_path):
+    tr = load_trace(hourly(tmp_path, range(0, 600, 5)), rate_multiplier=4, start_s=3600, duration_s=3600)
+    assert tr.duration_s == 55 * 60 / 4 and len(tr.requests) == 12
+
+
+def test_a_window_past_the_end_or_of_no_length_is_refused(tmp_path):
+    p = hourly(tmp_path, range(0, 120, 5))
+    with pytest.raises(TraceError, match=r"no requests between 7200 s and 10800 s \(the trace spans 6900 s\)"):
+        load_trace(p, start_s=7200, duration_s=3600)
+    with pytest.raises(TraceError, match=r"--start, --duration"):
+        load_trace(p, duration_s=0)
+
+
 def test_windows(tmp_path):
     w = windows(load_trace(mooncake(tmp_path)), 1.5)
     assert [c for _, c, _, _, _ in w] == [2, 1]

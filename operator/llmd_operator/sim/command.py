@@ -16,12 +16,12 @@ from .baselines import POLICY_NAMES
 from .run import config_for, run_policy
 from .trace import TraceError, load_trace
 
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "": 1.0}
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "": 1.0}
 
 
 def parse_duration(text: str) -> float:
-    """'500ms' -> 0.5, '0.5s' -> 0.5, '90' -> 90, '2m' -> 120."""
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(ms|s|m|h)?\s*", str(text))
+    """'500ms' -> 0.5, '0.5s' -> 0.5, '90' -> 90, '2m' -> 120, '2d' -> 172800."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(ms|s|m|h|d)?\s*", str(text))
     if not m:
         raise click.BadParameter(f"not a duration: {text!r} (e.g. 500ms, 0.5s, 2m)")
     return float(m.group(1)) * _UNITS[m.group(2) or ""]
@@ -55,6 +55,10 @@ def _table(summary: dict) -> str:
               help="Replay the trace this many times as fast.")
 @click.option("--rate-mode", type=click.Choice(["compress", "overlay"]), default="compress", show_default=True,
               help="compress: divide arrival times (shorter run); overlay: overlay shifted copies (same duration).")
+@click.option("--start", "start_s", type=Duration(), default="0s", show_default=True,
+              help="Replay the trace from this far after its first request (e.g. 2h, 3d).")
+@click.option("--duration", "duration_s", type=Duration(), default=None,
+              help="Replay only this much of the trace from --start (e.g. 1h); default: to its end.")
 @click.option("--ttft-slo", type=Duration(), default="0.5s", show_default=True, help="p95 TTFT target.")
 @click.option("--itl-slo", type=Duration(), default="50ms", show_default=True, help="p95 inter-token latency target.")
 @click.option("--model", default="llama-3.1-8b", show_default=True)
@@ -76,13 +80,13 @@ def _table(summary: dict) -> str:
 @click.option("--output", type=click.Choice(["json", "table"]), default="json", show_default=True)
 @click.option("--timeline/--no-timeline", default=False, show_default=True,
               help="Include the per-interval timeline in the JSON.")
-def simulate(trace_path, policy, rate_multiplier, rate_mode, ttft_slo, itl_slo, model, quantization,
+def simulate(trace_path, policy, rate_multiplier, rate_mode, start_s, duration_s, ttft_slo, itl_slo, model, quantization,
              gpu_product, tp, profile_path, mode, interval, startup_delay, spot_interruptions,
              max_spot_ratio, seed, output, timeline):
     """Replay a request trace through modelled vLLM replicas under a scaling policy and print
     GPU-hours, cost, SLO attainment and latency percentiles."""
     try:
-        trace = load_trace(trace_path, rate_multiplier, rate_mode)
+        trace = load_trace(trace_path, rate_multiplier, rate_mode, start_s=start_s, duration_s=duration_s)
         profile = (load_profile(profile_path, quantization) if profile_path
                    else default_profile(model, gpu_product, quantization, tp))
         cfg = config_for(profile, profile.gpu_product if profile_path else gpu_product,

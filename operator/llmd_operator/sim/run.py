@@ -50,6 +50,8 @@ def summarize(name: str, trace: Trace, cfg: SimConfig, res: SimResult, wall_s: f
         "interval_s": cfg.interval_s,
         "startup_delay_s": cfg.startup_delay_s,
         "trace_duration_s": round(trace.duration_s, 1),
+        "trace_start_s": round(trace.start_s, 1),
+        "trace_span_s": round(trace.span_s, 1),
         "simulated_until_s": round(res.end_s, 1),
         "sim_wall_s": round(wall_s, 2),
         "timeline": res.timeline,

@@ -14,8 +14,8 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -43,6 +43,8 @@ class Trace:
     requests: tuple[Request, ...]
     rate_multiplier: float = 1.0
     rate_mode: str = "compress"       # compress: time compressed; overlay: shifted copies overlaid
+    start_s: float = 0.0              # where the replayed window starts in the trace (its own clock)
+    span_s: float = 0.0               # first to last request of the whole trace file
 
     @property
     def duration_s(self) -> float:
@@ -70,14 +72,24 @@ class Trace:
                     nxt += step
                 out.append(Request((r.arrival_s + shift) % dur, r.input_tokens, r.output_tokens))
         out.sort(key=lambda r: r.arrival_s)
-        return Trace(self.name, self.format, tuple(out), self.rate_multiplier * multiplier, "overlay")
+        return replace(self, requests=tuple(out), rate_multiplier=self.rate_multiplier * multiplier,
+                       rate_mode="overlay")
+
+    def at_rate(self, multiplier: float, mode: str = "compress") -> "Trace":
+        """This trace replayed `multiplier` times as fast: time compressed, or shifted copies overlaid."""
+        if mode not in ("compress", "overlay"):
+            raise TraceError(f"rate mode must be compress or overlay, not {mode!r}")
+        if multiplier == 1.0:
+            return self
+        return self.overlaid(multiplier) if mode == "overlay" else self.scaled(multiplier)
 
     def scaled(self, multiplier: float) -> "Trace":
         """Compress time by `multiplier` (x4 = the same requests arriving 4x as fast)."""
         if multiplier <= 0:
             raise TraceError("rate multiplier must be > 0")
         reqs = tuple(Request(r.arrival_s / multiplier, r.input_tokens, r.output_tokens) for r in self.requests)
-        return Trace(self.name, self.format, reqs, self.rate_multiplier * multiplier, "compress")
+        return replace(self, requests=reqs, rate_multiplier=self.rate_multiplier * multiplier,
+                       rate_mode="compress")
 
 
 def _wallclock_s(stamp: str) -> float:
@@ -122,36 +134,56 @@ def detect_format(path: str | Path) -> str:
                      "timestamp,input_length,output_length)")
 
 
-def load_trace(path: str | Path, rate_multiplier: float = 1.0, rate_mode: str = "compress") -> Trace:
-    path = Path(path)
-    fmt = detect_format(path)
-    rows: list[tuple[float, int, int]] = []
+def _read_rows(path: Path, fmt: str) -> Iterator[tuple[float, int, int]]:
+    """(arrival s on the trace's own clock, prompt tokens, answer tokens) per request, in file order."""
     csv_format = next((c for c in CSV_FORMATS if c.name == fmt), None)
     if csv_format is not None:
         at, prompt, answer = csv_format.columns
         with open(path, newline="", encoding="utf-8") as f:
             for row in csv.DictReader(f):
-                rows.append((csv_format.arrival_s(row[at]), csv_format.tokens(row[prompt]),
-                             csv_format.tokens(row[answer])))
+                yield (csv_format.arrival_s(row[at]), csv_format.tokens(row[prompt]),
+                       csv_format.tokens(row[answer]))
     else:
         with open(path, encoding="utf-8") as f:
             for line in f:
                 if line.strip():
                     o = json.loads(line)
-                    rows.append((float(o["timestamp"]) / 1000.0, int(o["input_length"]), int(o["output_length"])))
+                    yield float(o["timestamp"]) / 1000.0, int(o["input_length"]), int(o["output_length"])
+
+
+def load_trace(path: str | Path, rate_multiplier: float = 1.0, rate_mode: str = "compress",
+               start_s: float = 0.0, duration_s: float | None = None) -> Trace:
+    """Read a trace; with `start_s` / `duration_s`, only the requests that arrived in that window of
+    it (seconds from its first request, before any rate multiplier), so that a week-long trace can be
+    replayed an hour at a time without holding the rest in memory."""
+    path = Path(path)
+    if start_s < 0 or (duration_s is not None and duration_s <= 0):
+        raise TraceError(f"trace window (--start, --duration): start must be >= 0 and duration > 0 (got start {start_s:g} s, "
+                         f"duration {duration_s:g} s)")
+    fmt = detect_format(path)
+    rows: list[tuple[float, int, int]] = []
+    first = last = None
+    for t, i, o in _read_rows(path, fmt):
+        first = t if first is None else first
+        last = t if last is None else max(last, t)
+        # the window is measured from the earliest request; a file out of time order can only move
+        # that earlier than its first row, so rows past first row + window end are never needed
+        if duration_s is None or t < first + start_s + duration_s:
+            rows.append((t, i, o))
     if not rows:
         raise TraceError(f"{path}: no requests")
     rows.sort(key=lambda r: r[0])
     t0 = rows[0][0]
+    span = last - t0
+    if duration_s is not None or start_s > 0:
+        end = math.inf if duration_s is None else start_s + duration_s
+        rows = [r for r in rows if start_s <= r[0] - t0 < end]
+        if not rows:
+            raise TraceError(f"{path}: no requests between {start_s:g} s and {end:g} s (the trace spans "
+                             f"{span:.0f} s); choose a start within it")
+        t0 += start_s
     reqs = tuple(Request(t - t0, max(1, i), max(1, o)) for t, i, o in rows)
-    tr = Trace(path.stem, fmt, reqs)
-    if rate_multiplier == 1.0:
-        return tr
-    if rate_mode == "overlay":
-        return tr.overlaid(rate_multiplier)
-    if rate_mode != "compress":
-        raise TraceError(f"rate mode must be compress or overlay, not {rate_mode!r}")
-    return tr.scaled(rate_multiplier)
+    return Trace(path.stem, fmt, reqs, start_s=start_s, span_s=span).at_rate(rate_multiplier, rate_mode)
 
 
 def windows(trace: Trace, width_s: float) -> list[tuple[float, int, float, float, float]]:
