@@ -49,6 +49,19 @@ def test_a_fleet_far_too_small_misses_the_slo_and_a_big_one_meets_it():
     assert big.completed == big.requests
 
 
+def test_attainment_after_warm_up_scores_only_the_later_requests():
+    # a burst of 300 prompts in the first seconds (one replica queues them for far past the TTFT
+    # target), then one request a second, which it serves with ease
+    burst = [Request(k / 100, 1000, 50) for k in range(300)]
+    calm = [Request(300.0 + k, 1000, 50) for k in range(600)]
+    tr = Trace("burst-then-calm", "test", tuple(burst + calm))
+    res = simulate_fleet(tr, PROFILE, SimConfig(warmup_s=300.0), Static({"monolithic": 1}))
+    assert res.met / res.requests < 0.75
+    assert res.completed_after_warmup == 600 and res.met_after_warmup == 600
+    late = simulate_fleet(tr, PROFILE, SimConfig(warmup_s=1200.0), Static({"monolithic": 1}))
+    assert late.completed_after_warmup == 0
+
+
 def test_static_fleet_gpu_hours_are_replicas_times_time():
     res = simulate_fleet(TRACE, PROFILE, SimConfig(), Static({"monolithic": 4}))
     assert res.gpu_hours == pytest.approx(4 * res.end_s / 3600, rel=1e-6)

@@ -32,6 +32,9 @@ class SimConfig:
     gpus_per_replica: int = 1
     seed: int = 1
     max_model_len: int = 131072
+    # requests arriving after this are also scored on their own: attainment once a policy has seen
+    # some of the load, apart from the first bursts that meet a fleet with no history
+    warmup_s: float = 600.0
 
 
 class Policy(Protocol):
@@ -48,6 +51,8 @@ class SimResult:
     completed: int = 0
     rejected: int = 0
     met: int = 0
+    completed_after_warmup: int = 0
+    met_after_warmup: int = 0
     ttfts: list = field(default_factory=list)
     itls: list = field(default_factory=list)
     gpu_hours: float = 0.0
@@ -219,8 +224,11 @@ class Fleet:
         self.res.completed += 1
         self.res.ttfts.append(ttft)
         self.res.itls.append(itl)
-        if ttft <= self.cfg.ttft_slo_s and itl <= self.cfg.itl_slo_s:
-            self.res.met += 1
+        met = ttft <= self.cfg.ttft_slo_s and itl <= self.cfg.itl_slo_s
+        self.res.met += met
+        if req.arrival >= self.cfg.warmup_s:
+            self.res.completed_after_warmup += 1
+            self.res.met_after_warmup += met
         self.w_itl.append(itl)
         self.w_gen += req.output
         if now > self.res.end_s:

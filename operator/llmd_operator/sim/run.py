@@ -38,6 +38,9 @@ def summarize(name: str, trace: Trace, cfg: SimConfig, res: SimResult, wall_s: f
         "cost_usd": round(res.cost_usd, 2),
         "cost_on_demand_usd": round(res.cost_on_demand_only_usd, 2),
         "slo_attainment": round(res.met / served, 5) if served else 1.0,
+        "slo_attainment_after_warmup": (round(res.met_after_warmup / res.completed_after_warmup, 5)
+                                        if res.completed_after_warmup else None),
+        "warmup_s": cfg.warmup_s,
         "ttft_p95_s": _round(_pct(res.ttfts, 0.95)),
         "itl_p95_s": _round(_pct(res.itls, 0.95)),
         "ttft_p50_s": _round(_pct(res.ttfts, 0.5)),
