@@ -2,6 +2,8 @@
 
 import copy
 
+from dataclasses import replace
+
 import pytest
 import yaml
 
@@ -78,6 +80,40 @@ def test_fallback_derives_and_says_so():
         P.derive_profile("llama-3.1-405b", "NVIDIA-L40S", "bf16", 1)
     with pytest.raises(P.ProfileError, match="unknown-model"):
         P.default_profile("unknown-model", H100, "fp8")
+
+
+def test_a_catalog_model_without_reference_data_is_derived_from_its_architecture():
+    prof = P.default_profile("Qwen/Qwen2.5-7B-Instruct", H100, "fp8")
+    assert prof.model == "qwen2.5-7b" and "architecture of qwen2.5-7b from the model catalog" in prof.source
+    assert prof.kv_bytes_per_token == 2 * 28 * 4 * 128 * 2            # K and V, 28 layers, 4 KV heads of 128, bf16
+    llama = P.default_profile("llama-3.1-8b", "NVIDIA-L40S", "fp8")   # derived the same way, 8.0B params
+    qwen = P.default_profile("qwen2.5-7b", "NVIDIA-L40S", "fp8")      # 7.6B params, half the KV per token
+    assert qwen.prefill_b < llama.prefill_b and qwen.decode_per_kv_token_ms < llama.decode_per_kv_token_ms / 2
+
+
+def test_a_mixture_of_experts_computes_with_its_routed_experts_and_reads_them_all():
+    moe = P.default_profile("mixtral-8x7b", H100, "bf16", 2)
+    dense_share = 46702792704 - 32 * 6 * 3 * 4096 * 14336            # 2 of 8 experts per token: 12.9B
+    llama_b = P.derive_profile("llama-3.1-8b", H100, "bf16", 2).prefill_b
+    assert moe.prefill_b == pytest.approx(llama_b * dense_share / 8.03e9)
+    assert moe.weight_bytes == 46702792704 * 2
+
+
+def test_an_architecture_the_user_described_is_profiled_too():
+    from llmd_operator.catalog.loader import load_catalog
+    acme = replace(load_catalog().model("llama-3.1-8b"), name="acme-chat-8b", aliases=())
+    prof = P.default_profile("acme-chat-8b", H100, "fp8", architecture=acme)
+    assert prof.model == "acme-chat-8b" and "architecture of acme-chat-8b" in prof.source
+    with pytest.raises(P.ProfileError, match="set spec.model.architecture"):
+        P.default_profile("acme-chat-8b", H100, "fp8")
+
+
+def test_h200_decodes_faster_than_h100_at_the_same_prefill_compute():
+    h100 = P.derive_profile("llama-3.1-70b", H100, "fp8", 4)
+    h200 = P.derive_profile("llama-3.1-70b", "NVIDIA-H200", "fp8", 4)
+    assert h200.prefill_b == pytest.approx(h100.prefill_b)
+    assert h200.decode_step_ms(64, 4096) < h100.decode_step_ms(64, 4096)
+    assert h200.kv_capacity_tokens > 2 * h100.kv_capacity_tokens
 
 
 def _doc():

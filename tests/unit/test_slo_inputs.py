@@ -201,3 +201,23 @@ def test_the_policy_and_simulator_defaults_are_the_rendered_budgets():
     budgets = ENGINE["max_num_batched_tokens"]
     assert (Tuning().chunk_tokens, Tuning().prefill_chunk_tokens) == (budgets["monolithic"], budgets["prefill"])
     assert (SimConfig().chunk_tokens, SimConfig().prefill_chunk_tokens) == (budgets["monolithic"], budgets["prefill"])
+
+
+@pytest.mark.parametrize("model", [
+    {"name": "qwen2.5-7b"},
+    {"name": "mistral-7b", "quantization": {"type": "fp8"}},
+    {"name": "acme-chat-8b", "architecture": {"parameters": 8030261248, "layers": 32, "hiddenSize": 4096,
+                                              "attentionHeads": 32, "kvHeads": 8, "maxContext": 131072}},
+])
+def test_the_loop_has_a_capacity_profile_for_every_model_it_can_plan(catalog, monkeypatch, model):
+    from llmd_operator.controller import kube
+    from llmd_operator.slo import loop
+    monkeypatch.setattr(kube, "get_configmap", lambda namespace, name: None)   # nothing measured
+    deployment = llmd({"model": model, "schedulerName": "s",
+                       "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}})
+    plan = plan_deployment(deployment, catalog, PlanOptions())
+    body = {"metadata": {"name": "chat", "namespace": "team"}}
+    profile, note = loop.capacity_profile(loop.Managed(body, deployment, None, plan))
+    assert profile is not None, note
+    assert profile.model == model["name"] and note.startswith("built-in: derived")
+    assert profile.kv_bytes_per_token == 2 * plan.model.layers * plan.model.kv_heads * plan.model.head_dim * 2

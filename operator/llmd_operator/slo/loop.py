@@ -90,7 +90,8 @@ def capacity_profile(managed: Managed):
         except Exception as error:  # noqa: BLE001 (a broken user profile must not stop the loop)
             log.warning("ignoring %s/%s: %s", meta["namespace"], name, error)
     try:
-        profile = default_profile(plan.model.name, plan.gpu.product, _format(plan), plan.tensor_parallel_size)
+        profile = default_profile(plan.model.name, plan.gpu.product, _format(plan), plan.tensor_parallel_size,
+                                  architecture=plan.model)
     except ProfileError as error:
         return None, f"none: {error}; measure one with `llmd-operator profile`"[:300]
     return profile, f"built-in: {profile.source[:120]}"

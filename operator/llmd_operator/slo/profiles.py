@@ -321,24 +321,50 @@ def _model_key(model: str) -> str:
     return m
 
 
+def model_facts(model: str, architecture=None) -> dict[str, Any]:
+    """What the derivation needs of a model: parameters a token passes through (`params`), all weights
+    (`weights`), layers, hidden size, KV heads and head size. From the reference table when it lists the
+    model; else from its architecture (the planner's catalog entry, or the one a user described):
+    a mixture of experts computes with the experts a token is routed to, but a batch reads them all."""
+    ref = reference()
+    mkey = _model_key(model)
+    if mkey in ref["models"]:
+        m = ref["models"][mkey]
+        return {**m, "weights": m["params"]}
+    if architecture is None:
+        from ..catalog.loader import CatalogError, load_catalog  # noqa: PLC0415 (the catalog imports nothing of ours)
+
+        try:
+            architecture = load_catalog().model(model)
+        except CatalogError as error:
+            raise ProfileError(f"no capacity profile and no architecture for model {model!r}: {error}") from None
+    arch = architecture
+    active = arch.parameters
+    if arch.experts and arch.experts_per_token and arch.intermediate_size:
+        expert = 3 * arch.hidden_size * arch.intermediate_size          # gate, up and down projections
+        active -= arch.layers * (arch.experts - arch.experts_per_token) * expert
+    return {"params": active, "weights": arch.parameters, "layers": arch.layers, "hidden": arch.hidden_size,
+            "kv_heads": arch.kv_heads, "head_dim": arch.head_dim,
+            "source": f"architecture of {arch.name} from the model catalog (config.json figures)"}
+
+
 def derive_profile(model: str, gpu_product: str, quantization: str | None, tp: int = 1,
-                   note: str = "") -> CapacityProfile:
+                   note: str = "", architecture=None) -> CapacityProfile:
     """Scale the reference anchor (Dynamo mocker fits for llama-3.1-8b fp8 on H100) to another
     (model, GPU, format, tp): dense prefill compute by parameters / (BF16 TFLOPS x format speed-up x tp),
-    attention by layers x hidden, decode by bytes read per step / memory bandwidth."""
+    attention by layers x hidden, decode by bytes read per step / memory bandwidth. `architecture`
+    (a catalog ModelArchitecture) describes a model the reference does not list."""
     ref = reference()
     anc = ref["anchor"]
     fmt = normalize_format(quantization)
     mkey = _model_key(model)
-    if mkey not in ref["models"]:
-        raise ProfileError(f"no capacity profile and no reference data for model {model!r} "
-                           f"(known: {', '.join(ref['models'])})")
+    m = model_facts(model, architecture)
     if gpu_product not in ref["gpus"]:
         raise ProfileError(f"no capacity profile and no reference data for GPU {gpu_product!r} "
                            f"(known: {', '.join(ref['gpus'])})")
     if fmt not in ref["formats"]:
         raise ProfileError(f"unknown weight format {quantization!r}")
-    m, g, f = ref["models"][mkey], ref["gpus"][gpu_product], ref["formats"][fmt]
+    g, f = ref["gpus"][gpu_product], ref["formats"][fmt]
     for need in f["needs"]:
         if need not in g["supports"]:
             raise ProfileError(f"{gpu_product} does not support {fmt} (W8A8 {need} kernels)")
@@ -355,7 +381,7 @@ def derive_profile(model: str, gpu_product: str, quantization: str | None, tp: i
     a = anc["prefill_fit"]["a"] * (m["layers"] * m["hidden"]) / (am["layers"] * am["hidden"]) \
         * ag["bf16_tflops"] / (g["bf16_tflops"] * tp * tp_eff)
     c = anc["prefill_fit"]["c"] * (1.0 if tp == 1 else 1.2)
-    weight_bytes = m["params"] * f["bytes_per_param"]
+    weight_bytes = m["weights"] * f["bytes_per_param"]
     kv_bytes = 2 * m["layers"] * m["kv_heads"] * m["head_dim"] * 2  # bf16 KV cache
     bw = g["bandwidth_bytes_per_s"] * anc["bandwidth_efficiency"]
     tp_ms = 0.0 if tp == 1 else anc["tp_overhead_ms_per_layer"] * m["layers"]
@@ -390,9 +416,9 @@ def shipped_profiles() -> list[Path]:
 
 
 def default_profile(model: str, gpu_product: str, quantization: str | None = None,
-                    tp: int = 1) -> CapacityProfile:
-    """The shipped profile for exactly (model, GPU, tp, format); else one derived from the reference,
-    whose `source` says so."""
+                    tp: int = 1, architecture=None) -> CapacityProfile:
+    """The shipped profile for exactly (model, GPU, tp, format); else one derived from the reference
+    and the model's architecture, whose `source` says so."""
     fmt = normalize_format(quantization)
     mkey = _model_key(model)
     path = PROFILE_DIR / profile_filename(mkey, gpu_product, int(tp))
@@ -400,7 +426,7 @@ def default_profile(model: str, gpu_product: str, quantization: str | None = Non
         formats = load_profile_file(path)
         if fmt in formats:
             return formats[fmt]
-    return derive_profile(mkey, gpu_product, fmt, int(tp),
+    return derive_profile(model, gpu_product, fmt, int(tp), architecture=architecture,
                           note=f"no shipped profile for {mkey}/{gpu_product}/tp{tp}/{fmt}, derived at load time")
 
 
