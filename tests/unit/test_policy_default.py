@@ -42,6 +42,12 @@ def test_scale_up_reason_has_the_numbers():
     assert "ITL p95 62 ms > 50 ms target" in r.reason and "req/s" in r.reason
 
 
+def test_decisions_report_each_objective_against_its_target():
+    d, _ = decide("default", mono(0.0, 4 * per_replica(), 2, itl=0.062, ttft=0.25), SPEC, PROFILE, PolicyState())
+    # no objectives named: TTFT p95 and ITL p95 against the SLO; (observed - target) / target
+    assert dict(d.slo_scores) == pytest.approx({"ttft_p95": -0.5, "itl_p95": 0.24})
+
+
 def test_latency_violation_adds_capacity_beyond_the_model():
     rate = 1.5 * per_replica()
     calm, _ = decide("default", mono(0.0, rate, 2), SPEC, PROFILE, PolicyState())

@@ -9,6 +9,8 @@ live loop and in the simulator. See docs/scaling-policies.md.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ..profiles import CapacityProfile
 from . import hpa, model_based, threshold
 from .common import hold, metrics_problem, scale_to_zero
@@ -42,7 +44,14 @@ def decide(algorithm: str | None, observation: FleetObservation, spec: PolicySpe
     why = metrics_problem(observation, MODULES[name].REQUIRED_METRICS)
     if why:
         return hold(observation, name, state, why)  # never scale on missing, stale or NaN metrics
-    return MODULES[name].decide(observation, spec, profile, state)
+    decision, state = MODULES[name].decide(observation, spec, profile, state)
+    if not decision.slo_scores:
+        # every policy reports how far each objective is from its target, not only the one that
+        # decides with those scores: status and the llmd_slo_score metric read them
+        scores = threshold.slo_scores(observation, spec.threshold.objectives or threshold.default_objectives(spec))
+        if scores:
+            decision = replace(decision, slo_scores=tuple(sorted(scores.items())))
+    return decision, state
 
 
 __all__ = ["decide", "policy_name", "POLICIES", "ROLES", "Constraints", "Decision", "FleetObservation",

@@ -261,7 +261,7 @@ class Decision:
     held_for_missing_metrics: bool = False
     cost_per_hour: float = 0.0
     predicted: tuple[tuple[str, float], ...] = ()      # e.g. (("request_rate", 9.1), ...)
-    slo_scores: tuple[tuple[str, float], ...] = ()     # threshold: per-objective violation
+    slo_scores: tuple[tuple[str, float], ...] = ()     # per objective: (observed - target) / target
 
     def pool(self, role: str) -> PoolDecision | None:
         for p in self.pools:
