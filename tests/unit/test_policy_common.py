@@ -68,6 +68,25 @@ def test_never_below_min_when_idle(policy):
     assert n == 2
 
 
+def test_a_size_the_constraints_changed_says_what_the_load_asked_for():
+    st = PolicyState()
+    for t in range(0, 300, 30):        # past the cooldown: the load alone would shrink the pool to 1
+        d, st = decide("default", obs(t=float(t), rate=0.5, n=2), spec(default_min_replicas=2), PROFILE, st)
+    assert d.pools[0].target == 2
+    assert d.pools[0].reason.startswith("monolithic: holding 2: ")
+    assert d.pools[0].reason.endswith("(the load asks for 1; minReplicas 2)")
+    o = obs(rate=5000.0, n=3, ttft=9.0, itl=0.4, pools=(pool(3, running=900, queue=500, util=1.0, kv=1.0),))
+    d, _ = decide("default", o, spec(default_max_replicas=4), PROFILE, PolicyState())
+    assert d.pools[0].reason.startswith("monolithic 3->4: ") and "; maxReplicas 4)" in d.pools[0].reason
+
+
+def test_the_reason_names_the_latency_that_is_over_its_target():
+    d, _ = decide("default", obs(rate=60.0, n=2, ttft=1.5, itl=0.02), spec(), PROFILE, PolicyState())
+    assert "TTFT p95 1500 ms > 500 ms target" in d.pools[0].reason
+    d, _ = decide("default", obs(rate=60.0, n=2, ttft=0.2, itl=0.02), spec(), PROFILE, PolicyState())
+    assert "ITL p95 20 ms <= 50 ms target" in d.pools[0].reason
+
+
 @pytest.mark.parametrize("policy", ["default", "threshold"])
 def test_budget_binding_sets_budget_limited_with_numbers(policy):
     o = obs(rate=200.0, n=4, ttft=2.0, itl=0.2, pools=(pool(4, running=800, queue=100, util=1.0),))

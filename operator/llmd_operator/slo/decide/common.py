@@ -4,6 +4,7 @@ and the words of a decision."""
 from __future__ import annotations
 
 import math
+import re
 
 from .types import (Constraints, Decision, FleetObservation, PolicySpec, PolicyState, PoolDecision,
                     PoolObservation, Prices, _finite)
@@ -150,12 +151,19 @@ def finish(obs: FleetObservation, spec: PolicySpec, state: PolicyState, policy: 
     """Clamp to min/max, apply budgets and the spot split, record scale times, build the Decision."""
     c = spec.constraints
     current = current_counts(obs)
-    targets = {r: clamp_min_max(r, n, c) for r, n in targets.items()}
-    targets, spots, budget_msg = apply_budget(targets, current, obs, spec)
+    asked = dict(targets)
+    clamped = {r: clamp_min_max(r, n, c) for r, n in targets.items()}
+    targets, spots, budget_msg = apply_budget(clamped, current, obs, spec)
     pools = []
     for p in obs.pools:
         t = targets.get(p.role, p.replicas)
         reason = reasons.get(p.role, "")
+        if p.role in asked and t != asked[p.role] and reason:
+            bound = (f"minReplicas {t}" if clamped[p.role] > asked[p.role] else
+                     f"maxReplicas {clamped[p.role]}" if clamped[p.role] < asked[p.role] else "")
+            budget = "the budget below" if t != clamped[p.role] else ""
+            reason = bounded_reason(p.role, p.replicas, t, reason,
+                                    f"the load asks for {asked[p.role]}; " + ", then ".join(x for x in (bound, budget) if x))
         action = actions.get(p.role, "hold")
         if t > p.replicas:
             action = "scale_up" if action in ("hold", "scale_down") else action
@@ -180,6 +188,17 @@ def finish(obs: FleetObservation, spec: PolicySpec, state: PolicyState, policy: 
                     budget_limited=bool(budget_msg), budget_message=budget_msg, cost_per_hour=cost,
                     predicted=tuple(sorted((predicted or {}).items())),
                     slo_scores=tuple(sorted((slo_scores or {}).items()))), state
+
+
+_ARROW = re.compile(r"^\S+ \d+->\d+: ")
+
+
+def bounded_reason(role: str, current: int, final: int, reason: str, why: str) -> str:
+    """A policy's reason for a size the constraints changed: the arrow says what happens, `why` why not
+    what the load asked for ("monolithic: holding 2: ... (the load asks for 1; minReplicas 2)")."""
+    body = _ARROW.sub("", reason, count=1)
+    head = f"{role} {current}->{final}" if final != current else f"{role}: holding {current}"
+    return f"{head}: {body} ({why})"
 
 
 def pool_obs(obs: FleetObservation, role: str) -> PoolObservation:

@@ -338,10 +338,15 @@ def _overshoot(obs: FleetObservation, role: str, slo: SLOTargets) -> float:
 
 
 def _latency_words(obs: FleetObservation, role: str, slo: SLOTargets) -> str:
+    """The latency this pool drives, in words: the one furthest over its target when any is over
+    (a monolithic pool drives both TTFT and ITL), else ITL for decoding pools and TTFT for prefill."""
+    seen = []
     if role in ("monolithic", "decode") and _finite(obs.itl_p95_s):
-        rel = ">" if obs.itl_p95_s > slo.itl_p95_s else "<="
-        return f"ITL p95 {obs.itl_p95_s * 1000:.0f} ms {rel} {slo.itl_p95_s * 1000:.0f} ms target, "
-    if role == "prefill" and _finite(obs.ttft_p95_s):
-        rel = ">" if obs.ttft_p95_s > slo.ttft_p95_s else "<="
-        return f"TTFT p95 {obs.ttft_p95_s * 1000:.0f} ms {rel} {slo.ttft_p95_s * 1000:.0f} ms target, "
-    return ""
+        seen.append(("ITL", obs.itl_p95_s, slo.itl_p95_s))
+    if role in ("monolithic", "prefill") and _finite(obs.ttft_p95_s):
+        seen.append(("TTFT", obs.ttft_p95_s, slo.ttft_p95_s))
+    if not seen:
+        return ""
+    name, value, target = max(seen, key=lambda x: x[1] / x[2]) if any(v > t for _, v, t in seen) else seen[0]
+    rel = ">" if value > target else "<="
+    return f"{name} p95 {value * 1000:.0f} ms {rel} {target * 1000:.0f} ms target, "
