@@ -80,6 +80,12 @@ def test_a_size_the_constraints_changed_says_what_the_load_asked_for():
     assert d.pools[0].reason.startswith("monolithic 3->4: ") and "; maxReplicas 4)" in d.pools[0].reason
 
 
+@pytest.mark.parametrize("value,words", [(3.456, "3.46"), (47.2, "47"), (9712.0, "9.7k"), (1_101_300.0, "1.1M")])
+def test_rates_read_in_few_digits(value, words):
+    from llmd_operator.slo.decide.common import fmt_rate
+    assert fmt_rate(value) == words
+
+
 def test_the_reason_names_the_latency_that_is_over_its_target():
     d, _ = decide("default", obs(rate=60.0, n=2, ttft=1.5, itl=0.02), spec(), PROFILE, PolicyState())
     assert "TTFT p95 1500 ms > 500 ms target" in d.pools[0].reason

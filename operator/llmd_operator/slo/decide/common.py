@@ -91,6 +91,8 @@ def apply_budget(targets: dict[str, int], current: dict[str, int], obs: FleetObs
 
 
 def fmt_rate(x: float) -> str:
+    if x >= 1e6:
+        return f"{x / 1e6:.1f}M"
     return f"{x / 1000:.1f}k" if x >= 1000 else f"{x:.0f}" if x >= 10 else f"{x:.2f}"
 
 
