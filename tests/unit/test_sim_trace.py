@@ -117,6 +117,8 @@ def test_a_window_past_the_end_or_of_no_length_is_refused(tmp_path):
         load_trace(p, start_s=7200, duration_s=3600)
     with pytest.raises(TraceError, match=r"--start, --duration"):
         load_trace(p, duration_s=0)
+    with pytest.raises(TraceError, match=r"got start -60 s\)"):
+        load_trace(p, start_s=-60)
 
 
 def test_windows(tmp_path):

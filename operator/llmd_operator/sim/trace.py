@@ -158,8 +158,8 @@ def load_trace(path: str | Path, rate_multiplier: float = 1.0, rate_mode: str = 
     replayed an hour at a time without holding the rest in memory."""
     path = Path(path)
     if start_s < 0 or (duration_s is not None and duration_s <= 0):
-        raise TraceError(f"trace window (--start, --duration): start must be >= 0 and duration > 0 (got start {start_s:g} s, "
-                         f"duration {duration_s:g} s)")
+        got = f"start {start_s:g} s" + ("" if duration_s is None else f", duration {duration_s:g} s")
+        raise TraceError(f"trace window (--start, --duration): start must be >= 0 and duration > 0 (got {got})")
     fmt = detect_format(path)
     rows: list[tuple[float, int, int]] = []
     first = last = None
