@@ -150,7 +150,6 @@ def main() -> int:
                 rows.append(s)
             targets = check_targets(rows)
             results.append({"trace": path.name, "rate_multiplier": mult, "rate_mode": rmode,
-                            "trace_start_s": trace.start_s, "trace_span_s": trace.span_s,
                             "mode": setup["mode"], "slo": {"ttft_p95_s": setup["ttft"], "itl_p95_s": setup["itl"]},
                             "runs": rows, "targets": targets})
     table = render_table(results)
