@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import time
 
 import pytest
@@ -197,3 +198,40 @@ def test_rendered_objects_pass_server_side_dry_run(cluster, tmp_path):
     kubectl("create", "namespace", "production", check=False)
     result = kubectl("apply", "--dry-run=server", "-f", "-", input_text=rendered.stdout, check=False)
     assert result.returncode == 0, result.stderr
+
+
+def test_status_from_an_older_copy_never_puts_back_what_the_slo_loop_wrote(operator, namespace):
+    """A reconcile that read the object before the SLO loop's last write (the loop scales a pool, the pool's
+    change queues a reconcile, which reads the object while the loop is still writing its status) must not
+    put the loop's previous decision and conditions back."""
+    from llmd_operator.controller import reconcile
+
+    apply(namespace, {"apiVersion": "inference.llm-d.io/v1alpha1", "kind": "LLMDeployment", "metadata": {"name": "race"},
+                      "spec": {"model": {"name": "llama-3.1-8b", "quantization": {"type": "fp8"}},
+                               "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
+                               "scheduling": {"sloPolicy": {"objectives": [{"name": "ttft_p95", "target": "500ms"}],
+                                                            "scaling": {"minReplicas": 1, "maxReplicas": 4}}}}})
+    wait_for(lambda: ready(namespace, "race"), READY_TIMEOUT, "race Ready")
+
+    def loop_writes(replicas: int, reason: str) -> None:  # what the SLO loop does: scale, then record why
+        kubectl("scale", "deployment", "race-on-demand", "-n", namespace, f"--replicas={replicas}")
+        conditions = [c for c in llmd(namespace, "race")["status"]["conditions"] if c["type"] != "BudgetLimited"]
+        conditions.append({"type": "BudgetLimited", "status": "True", "reason": "BudgetBinding", "message": reason,
+                           "lastTransitionTime": "2026-11-24T00:00:00Z"})
+        kubectl("patch", "llmd", "race", "-n", namespace, "--subresource=status", "--type=merge", "-p", json.dumps(
+            {"status": {"conditions": conditions, "lastDecision": {"time": "2026-11-24T00:00:00Z", "pool": "monolithic",
+                                                                   "fromReplicas": replicas - 1, "toReplicas": replicas,
+                                                                   "reason": reason}}}))
+        wait_for(lambda: (lambda s: s.get("readyReplicas") == replicas)(llmd(namespace, "race")["status"]), READY_TIMEOUT,
+                 f"status to report {replicas} ready replicas")
+
+    loop_writes(2, "first decision")
+    older_copy = llmd(namespace, "race")
+    loop_writes(3, "second decision")
+
+    reconcile.reconcile(older_copy)  # its copy says 2 replicas: it has a status to write
+
+    status = llmd(namespace, "race")["status"]
+    assert (status["lastDecision"]["toReplicas"], status["lastDecision"]["reason"]) == (3, "second decision")
+    assert condition({"status": status}, "BudgetLimited")["message"] == "second decision"
+    assert status["readyReplicas"] == 3 and condition({"status": status}, "Ready")["status"] == "True"

@@ -125,6 +125,9 @@ def test_load_steps_resize_the_pool_and_missing_metrics_hold_it(closed_loop, nam
              "ITL p95 back under 50 ms after scaling up")
     peak = sum(pool(namespace).values())
     assert peak >= sum(grown.values())
+    # kubectl describe tells the decision that set the size the pool has now, not an earlier one.
+    wait_for(lambda: (get_json("llmd", "loop", "-n", namespace)["status"].get("lastDecision") or {}).get("toReplicas")
+             == sum(pool(namespace).values()), 30, "status.lastDecision to name the pool's current size")
 
     set_rate(sim_port, 1)
     wait_for(lambda: sum(pool(namespace).values()) < peak, 180, "the pool to shrink after the load drops")

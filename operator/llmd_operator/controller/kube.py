@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from functools import lru_cache
 
@@ -16,6 +16,7 @@ from .. import __version__
 from ..api import inferencescheduler, llmdeployment
 from .config import CONFIG, FIELD_MANAGER
 from .drift import holds
+from .status import differs
 
 CHILD_KINDS = (
     ("apps/v1", "Deployment"),
@@ -127,9 +128,13 @@ def scale(namespace: str, name: str, replicas: int, field_manager: str) -> None:
 
 
 def get_llmdeployment(namespace: str, name: str) -> dict | None:
+    return get_custom(llmdeployment, namespace, name)
+
+
+def get_custom(module, namespace: str, name: str) -> dict | None:
     try:
         return client.CustomObjectsApi(api_client()).get_namespaced_custom_object(
-            llmdeployment.GROUP, llmdeployment.VERSION, namespace, llmdeployment.PLURAL, name)
+            module.GROUP, module.VERSION, namespace, module.PLURAL, name)
     except ApiException as error:
         if error.status == 404:
             return None
@@ -166,9 +171,47 @@ def iter_llmdeployments() -> Iterator[dict]:
     return _iter_custom(llmdeployment, CONFIG.namespaces)
 
 
-def patch_status(module, namespace: str, name: str, status: dict) -> None:
-    client.CustomObjectsApi(api_client()).patch_namespaced_custom_object_status(
-        module.GROUP, module.VERSION, namespace, module.PLURAL, name, {"status": status})
+class Conflict(Exception):
+    """The object changed after the copy a status was computed from was read: re-read it and compute again."""
+
+
+def patch_status(module, namespace: str, name: str, status: dict, resource_version: str | None = None) -> None:
+    """Merge `status` into the object's status. With `resource_version`, only if the object is still that
+    version (else Conflict): a status computed from a stale copy would put back what another writer changed."""
+    body: dict = {"status": status}
+    if resource_version:
+        body["metadata"] = {"resourceVersion": resource_version}
+    try:
+        client.CustomObjectsApi(api_client()).patch_namespaced_custom_object_status(
+            module.GROUP, module.VERSION, namespace, module.PLURAL, name, body)
+    except ApiException as error:
+        if error.status == 409:
+            raise Conflict(f"{module.KIND} {namespace}/{name} changed since version {resource_version}") from None
+        raise
+
+
+def write_status(module, obj: dict, build: Callable[[dict], dict], attempts: int = 3) -> dict | None:
+    """Merge the status `build` computes from the object's status, over exactly the version it was computed from.
+
+    Reconciles and the SLO loop both write status (conditions are one list), each from its own copy of the
+    object; a status built from a copy read before the other's write would put that write back. On a
+    conflict the object is read again and the status built again. Returns what was written, or None when
+    nothing a reader sees would change (or the object is gone).
+    """
+    namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+    for _ in range(attempts):
+        old = obj.get("status") or {}
+        new = build(old)
+        if not differs(old, new):
+            return None
+        try:
+            patch_status(module, namespace, name, new, obj["metadata"].get("resourceVersion"))
+            return new
+        except Conflict:
+            obj = get_custom(module, namespace, name)
+            if obj is None:
+                return None
+    raise Conflict(f"{module.KIND} {namespace}/{name} kept changing during {attempts} status writes")
 
 
 def get_configmap(namespace: str, name: str) -> dict | None:

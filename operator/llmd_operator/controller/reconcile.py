@@ -121,7 +121,6 @@ def _reconcile(body: dict) -> Outcome:
     selector = labels.owned_selector(name)
     profiling = bool(llmd.spec.profiling and llmd.spec.profiling.enabled)
     live = {(c["kind"], c["metadata"]["name"]): c for c in kube.list_children(namespace, selector, profiling)}
-    old_status = body.get("status") or {}
     conditions = []
     scheduler_ref = None
     if llmd.spec.scheduler_name:
@@ -144,9 +143,10 @@ def _reconcile(body: dict) -> Outcome:
             status.condition("Planned", False, "PlanImpossible", outcome.problem, generation),
             status.condition("Ready", False, "PlanImpossible", outcome.problem, generation),
         ]
-        new_status = {**_keep(old_status), "observedGeneration": generation, "conditions": status.merge_conditions(old_status.get("conditions"), conditions)}
-        if status.differs(old_status, new_status):
-            kube.patch_status(llmdeployment, namespace, name, new_status)
+        def impossible(current: dict) -> dict:
+            return {"observedGeneration": generation, "conditions": status.merge_conditions(current.get("conditions"), conditions)}
+
+        if kube.write_status(llmdeployment, body, impossible):
             outcome.status_changed = True
             outcome.events.append(("Warning", "PlanImpossible", outcome.problem))
         return outcome
@@ -186,10 +186,8 @@ def _reconcile(body: dict) -> Outcome:
     ]
     desired_total = sum(p["desiredReplicas"] for p in pools)
     cost = _cost(plan, pools)
-    new_status = {
-        **_keep(old_status),
+    planned = {
         "observedGeneration": generation,
-        "conditions": status.merge_conditions(old_status.get("conditions"), conditions),
         "mode": plan.mode,
         "ready": f"{sum(p['readyReplicas'] for p in pools)}/{desired_total}",
         "readyReplicas": sum(p["readyReplicas"] for p in pools),
@@ -197,12 +195,14 @@ def _reconcile(body: dict) -> Outcome:
         "costPerHour": cost,
         "plan": status.plan_summary(plan),
         "pools": pools,
-        "scheduler": scheduler_ref,
+        "scheduler": scheduler_ref,  # None removes it (merge patch) once the spec names no scheduler
     }
-    new_status = {k: v for k, v in new_status.items() if v is not None}
     metrics.record_pools(namespace, name, pools, cost)
-    if status.differs(old_status, new_status):
-        kube.patch_status(llmdeployment, namespace, name, new_status)
+
+    def reported(current: dict) -> dict:
+        return {**planned, "conditions": status.merge_conditions(current.get("conditions"), conditions)}
+
+    if kube.write_status(llmdeployment, body, reported):
         outcome.status_changed = True
     if outcome.created or outcome.updated or outcome.pruned:
         parts = [f"{verb} {', '.join(items)}" for verb, items in
@@ -233,14 +233,6 @@ def _carry_loop_replicas(child: dict, existing: dict | None) -> None:
         child["spec"]["replicas"] = int(annotations.get("llm-d.io/initial-replicas", "0"))
     else:
         child["spec"]["replicas"] = existing["spec"].get("replicas", 0)
-
-
-# Status fields other parts of the operator own (the SLO loop); a reconcile carries them over untouched.
-_LOOP_FIELDS = ("lastDecision", "sloScores", "policyState", "capacityProfile")
-
-
-def _keep(old: dict) -> dict:
-    return {k: old[k] for k in _LOOP_FIELDS if k in old}
 
 
 def _cost(plan: DeploymentPlan, pools: list[dict]) -> float | None:

@@ -221,20 +221,19 @@ def _record(item: Managed, decision, state, changes, spot_ok, spot_why, snapshot
                                        decision.budget_message or "cost constraints do not bind", generation))
     conditions.append(status.condition("SpotFallback", not spot_ok, "SpotUnavailable" if not spot_ok else "SpotAvailable",
                                        spot_why or "spot capacity is usable", generation))
-    new = {
-        "conditions": status.merge_conditions(old_status.get("conditions"), conditions),
-        "sloScores": {k: round(v, 4) for k, v in decision.slo_scores} or None,
-        "capacityProfile": profile_note,
-    }
-    saved = (old_status.get("policyState") or {})
-    if changes or now_s - float(saved.get("savedAt", 0)) >= STATE_SAVE_EVERY_S:
-        new["policyState"] = {"policy": decision.policy, "savedAt": int(now_s), "state": json.loads(state.to_json())}
+    decided = {"sloScores": {k: round(v, 4) for k, v in decision.slo_scores} or None, "capacityProfile": profile_note}
     if changes:
-        new["lastDecision"] = {"time": status.now(), "pool": ", ".join(changes), "fromReplicas": _total(decision, "current"),
-                               "toReplicas": _total(decision, "target"), "reason": decision.reason[:1000]}
-    new = {k: v for k, v in new.items() if v is not None}
-    if status.differs(old_status, new):
-        kube.patch_status(llmdeployment, namespace, name, new)
+        decided["lastDecision"] = {"time": status.now(), "pool": ", ".join(changes), "fromReplicas": _total(decision, "current"),
+                                   "toReplicas": _total(decision, "target"), "reason": decision.reason[:1000]}
+
+    def loop_status(current: dict) -> dict:
+        new = {**decided, "conditions": status.merge_conditions(current.get("conditions"), conditions)}
+        saved = current.get("policyState") or {}
+        if changes or now_s - float(saved.get("savedAt", 0)) >= STATE_SAVE_EVERY_S:
+            new["policyState"] = {"policy": decision.policy, "savedAt": int(now_s), "state": json.loads(state.to_json())}
+        return {k: v for k, v in new.items() if v is not None}
+
+    kube.write_status(llmdeployment, item.body, loop_status)
     for score_name, value in decision.slo_scores:
         metrics.SLO_SCORE.labels(namespace, name, score_name).set(value)
     if decision.slo_scores:
