@@ -235,3 +235,24 @@ def test_status_from_an_older_copy_never_puts_back_what_the_slo_loop_wrote(opera
     assert (status["lastDecision"]["toReplicas"], status["lastDecision"]["reason"]) == (3, "second decision")
     assert condition({"status": status}, "BudgetLimited")["message"] == "second decision"
     assert status["readyReplicas"] == 3 and condition({"status": status}, "Ready")["status"] == "True"
+
+
+def test_a_scheduler_count_from_an_older_list_is_counted_again(operator, namespace):
+    from llmd_operator.controller import reconcile
+
+    kubectl("apply", "--server-side", "-f", "-", input_text=json.dumps({
+        "apiVersion": "scheduler.llm-d.io/v1alpha1", "kind": "InferenceScheduler",
+        "metadata": {"name": "shared", "namespace": namespace}, "spec": {}}))
+    users = lambda: get_json("infsched", "shared", "-n", namespace).get("status", {}).get("deploymentNames")  # noqa: E731
+    wait_for(lambda: users() == [], 30, "the scheduler to count no deployments")
+    older_copy = get_json("infsched", "shared", "-n", namespace)  # says 0; the next count will say 1
+    apply(namespace, static_deployment("one", replicas=1, schedulerName="shared"))
+    wait_for(lambda: users() == [f"{namespace}/one"], 30, "the scheduler to count one deployment")
+    older_list = reconcile.deployments_naming("shared")
+    apply(namespace, static_deployment("two", replicas=1, schedulerName="shared"))
+    wait_for(lambda: users() == [f"{namespace}/one", f"{namespace}/two"], 30, "the scheduler to count two")
+
+    reconcile.scheduler_status(older_copy, [d for d in older_list if d["metadata"]["namespace"] == namespace])
+
+    assert users() == [f"{namespace}/one", f"{namespace}/two"]
+    assert get_json("infsched", "shared", "-n", namespace)["status"]["deployments"] == 2

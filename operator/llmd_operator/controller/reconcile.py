@@ -257,21 +257,25 @@ def scheduler_status(body: dict, naming: list[dict] | None = None) -> dict | Non
     """Status for an InferenceScheduler: how many deployments use it. None when nothing changed.
     `naming`: deployments_naming(its name), when the caller has it already."""
     meta = body["metadata"]
-    users = []
-    for item in deployments_naming(meta["name"]) if naming is None else naming:
-        ns = item["metadata"]["namespace"]
-        local = ns == meta["namespace"]
-        if local or (meta["namespace"] == CONFIG.home_namespace and not _has_local_scheduler(ns, meta["name"])):
-            users.append(f"{ns}/{item['metadata']['name']}")
-    old = body.get("status") or {}
-    conditions = status.merge_conditions(old.get("conditions"), [
-        status.condition("Ready", True, "Accepted", f"used by {len(users)} LLMDeployment(s)", meta.get("generation"))])
-    new = {"observedGeneration": meta.get("generation"), "conditions": conditions,
-           "deployments": len(users), "deploymentNames": sorted(users)}
-    if not status.differs(old, new):
-        return None
-    kube.patch_status(inferencescheduler, meta["namespace"], meta["name"], new)
-    return new
+    given = iter([naming] if naming is not None else [])
+
+    def usage(current: dict) -> dict:
+        # the caller's LIST the first time; a write that lost a race was counted from an older LIST too
+        found = next(given, None)
+        if found is None:
+            found = deployments_naming(meta["name"])
+        users = []
+        for item in found:
+            ns = item["metadata"]["namespace"]
+            local = ns == meta["namespace"]
+            if local or (meta["namespace"] == CONFIG.home_namespace and not _has_local_scheduler(ns, meta["name"])):
+                users.append(f"{ns}/{item['metadata']['name']}")
+        conditions = status.merge_conditions(current.get("conditions"), [
+            status.condition("Ready", True, "Accepted", f"used by {len(users)} LLMDeployment(s)", meta.get("generation"))])
+        return {"observedGeneration": meta.get("generation"), "conditions": conditions,
+                "deployments": len(users), "deploymentNames": sorted(users)}
+
+    return kube.write_status(inferencescheduler, body, usage)
 
 
 def _has_local_scheduler(namespace: str, name: str) -> bool:
