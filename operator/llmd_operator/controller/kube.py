@@ -204,14 +204,23 @@ def write_status(module, obj: dict, build: Callable[[dict], dict], attempts: int
         new = build(old)
         if not differs(old, new):
             return None
+        patch = {key: _replacing(old.get(key), value) for key, value in new.items()}
         try:
-            patch_status(module, namespace, name, new, obj["metadata"].get("resourceVersion"))
+            patch_status(module, namespace, name, patch, obj["metadata"].get("resourceVersion"))
             return new
         except Conflict:
             obj = get_custom(module, namespace, name)
             if obj is None:
                 return None
     raise Conflict(f"{module.KIND} {namespace}/{name} kept changing during {attempts} status writes")
+
+
+def _replacing(old, new):
+    """`new` as a merge patch over `old` that leaves exactly `new`: a key a map no longer has is sent as null
+    (a plain merge patch would keep it: a removed objective's score, a policy's forgotten timer)."""
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return new
+    return {**{key: None for key in old if key not in new}, **{key: _replacing(old.get(key), value) for key, value in new.items()}}
 
 
 def get_configmap(namespace: str, name: str) -> dict | None:

@@ -23,8 +23,14 @@ from .decide import PolicyState, decide, policy_name
 from .profiles import ProfileError, default_profile, parse_profile_document
 
 log = logging.getLogger("llmd_operator.slo")
-STATE_SAVE_EVERY_S = 300.0  # the policy's history is saved at least this often, and on every action
+STATE_SAVE_EVERY_S = 300.0  # the policy's memory is copied to status at least this often, and on every action
+# A query that hangs (Prometheus killed mid-answer, a half-open connection) fails the tick instead of
+# stopping the loop for every deployment; the tick then holds with MetricsAvailable=False.
+PROMETHEUS_TIMEOUT_S = 10
 _last_decided: dict[str, float] = {}  # uid -> when the loop last decided for it
+# uid -> (policy, its memory after the last tick). Every tick builds on the one before; status holds a copy
+# for a restarted operator or a new leader, written only now and then to keep an idle fleet free of writes.
+_memory: dict[str, tuple[str, PolicyState]] = {}
 
 
 @dataclass
@@ -37,6 +43,19 @@ class Managed:
 
 def forget(uid: str) -> None:
     _last_decided.pop(uid, None)
+    _memory.pop(uid, None)
+
+
+def remembered_state(uid: str, policy: str, status_: dict) -> PolicyState:
+    """The policy's memory: this process's own from the last tick, else (after a restart, or when the
+    policy changed) the copy saved in status, when that copy is the same policy's."""
+    mine = _memory.get(uid)
+    if mine and mine[0] == policy:
+        return mine[1]
+    saved = status_.get("policyState") or {}
+    if saved.get("state") and saved.get("policy") in (None, policy):
+        return PolicyState.from_json(json.dumps(saved["state"]))
+    return PolicyState()
 
 
 def prometheus_client():
@@ -48,7 +67,7 @@ def prometheus_client():
     if CONFIG.prometheus_token_file:
         with open(CONFIG.prometheus_token_file) as token:
             headers = {"Authorization": f"Bearer {token.read().strip()}"}
-    return PrometheusConnect(url=CONFIG.prometheus_url, headers=headers, disable_ssl=False)
+    return PrometheusConnect(url=CONFIG.prometheus_url, headers=headers, disable_ssl=False, timeout=PROMETHEUS_TIMEOUT_S)
 
 
 def managed_deployments(catalog) -> list[Managed]:
@@ -152,9 +171,12 @@ def _decide_and_act(item: Managed, prometheus, snapshot, nodes, now_s: float, ca
     pods = kube.list_pods(namespace, selector)
     from ..render.placement import node_affinity_terms  # noqa: PLC0415
 
-    spot_nodes = node_affinity_terms(catalog, CONFIG.capacity_convention, item.plan.gpu.product, "spot")
-    spot_ok, spot_why = policy_inputs.spot_health(pods, nodes, catalog.conventions["interruption_taints"], now_s,
-                                                  spot_node_expressions=spot_nodes)
+    uses_spot = any(p.spot.max_spot_ratio > 0 for p in item.plan.pools)
+    spot_ok, spot_why = True, ""
+    if uses_spot:  # a deployment that never runs on spot has nothing to fall back from
+        spot_nodes = node_affinity_terms(catalog, CONFIG.capacity_convention, item.plan.gpu.product, "spot")
+        spot_ok, spot_why = policy_inputs.spot_health(pods, nodes, catalog.conventions["interruption_taints"], now_s,
+                                                      spot_node_expressions=spot_nodes)
     spec = policy_inputs.policy_spec(item.llmd, item.scheduler, item.plan, spot_ok, interval)
     objective_values = {}
     demand = 0.0
@@ -170,17 +192,15 @@ def _decide_and_act(item: Managed, prometheus, snapshot, nodes, now_s: float, ca
     fleet = policy_inputs.observation(snapshot, namespace, name, item.plan, workloads, now_s, interval,
                                       objective_values, demand)
     profile, profile_note = capacity_profile(item)
-    state = PolicyState.from_json(_state_text(old_status))
+    uid = meta["uid"]
+    state = remembered_state(uid, policy_name(algorithm), old_status)
     decision, state = decide(algorithm, fleet, spec, profile, state)
+    _memory[uid] = (decision.policy, state)
     changes = _actuate(namespace, name, decision, workloads)
-    _record(item, decision, state, changes, spot_ok, spot_why, snapshot, profile_note, now_s, old_status)
+    _record(item, decision, state, changes, (spot_ok if uses_spot else None), spot_why, snapshot, profile_note, now_s,
+            old_status)
     return {"deployment": f"{namespace}/{name}", "policy": policy_name(algorithm), "changes": changes,
             "reason": decision.reason, "held": decision.held_for_missing_metrics}
-
-
-def _state_text(status_: dict) -> str | None:
-    saved = (status_.get("policyState") or {}).get("state")
-    return json.dumps(saved) if saved else None
 
 
 def _actuate(namespace: str, name: str, decision, workloads: list[dict]) -> list[str]:
@@ -219,8 +239,12 @@ def _record(item: Managed, decision, state, changes, spot_ok, spot_why, snapshot
     conditions.append(status.condition("BudgetLimited", decision.budget_limited,
                                        "BudgetBinding" if decision.budget_limited else "WithinBudget",
                                        decision.budget_message or "cost constraints do not bind", generation))
-    conditions.append(status.condition("SpotFallback", not spot_ok, "SpotUnavailable" if not spot_ok else "SpotAvailable",
-                                       spot_why or "spot capacity is usable", generation))
+    if spot_ok is None:
+        conditions.append(status.condition("SpotFallback", False, "SpotNotUsed",
+                                           "this deployment does not run on spot (its spot share is 0)", generation))
+    else:
+        conditions.append(status.condition("SpotFallback", not spot_ok, "SpotUnavailable" if not spot_ok else "SpotAvailable",
+                                           spot_why or "spot capacity is usable", generation))
     decided = {"sloScores": {k: round(v, 4) for k, v in decision.slo_scores} or None, "capacityProfile": profile_note}
     if changes:
         decided["lastDecision"] = {"time": status.now(), "pool": ", ".join(changes), "fromReplicas": _total(decision, "current"),
@@ -242,7 +266,7 @@ def _record(item: Managed, decision, state, changes, spot_ok, spot_why, snapshot
     metrics.BUDGET_LIMITED.labels(namespace, name).set(1 if decision.budget_limited else 0)
     if changes:
         kube.post_event(item.body, "Normal", "Scaled", f"{'; '.join(changes)}: {decision.reason or 'capacity-type split changed'}")
-    if not spot_ok and (old_status_condition(old_status, "SpotFallback") != "True"):
+    if spot_ok is False and (old_status_condition(old_status, "SpotFallback") != "True"):
         kube.post_event(item.body, "Warning", "SpotFallback", spot_why)
 
 
