@@ -124,9 +124,13 @@ def test_updates_roll_children_and_leave_no_orphans(operator, namespace):
 def test_deleting_the_llmdeployment_removes_everything(operator, namespace):
     apply(namespace, static_deployment("gone", replicas=1))
     wait_for(lambda: ready(namespace, "gone"), READY_TIMEOUT, "gone Ready")
+    series = f'namespace="{namespace}",pool="monolithic"'
+    assert series in operator.metrics() and f'llm_cost_total{{deployment="gone",namespace="{namespace}"}}' in operator.metrics()
     kubectl("delete", "llmd", "gone", "-n", namespace, "--wait=true", "--timeout=60s")
     wait_for(lambda: not children(namespace, "gone") and not get_json(
         "pods", "-n", namespace, "-l", "llm-d.io/deployment=gone")["items"], 60, "garbage collection of every child")
+    # Its metrics go too: no replicas reported, and llm_cost no longer counts dollars for it.
+    wait_for(lambda: f'namespace="{namespace}"' not in operator.metrics(), 30, "the operator to drop its series")
 
 
 @pytest.mark.parametrize("spec, message", [

@@ -98,6 +98,7 @@ def llmdeployment_seen(event, body, **_) -> None:
 
         reconcile.forget(body["metadata"]["uid"])
         loop.forget(body["metadata"]["uid"])
+        metrics.forget(body["metadata"]["namespace"], body["metadata"]["name"])
     if event.get("type") not in ("ADDED", "DELETED") or not (body.get("spec") or {}).get("schedulerName"):
         return
     for scheduler in kube.list_schedulers():

@@ -44,6 +44,10 @@ class CostTotal:
             dollars, rate, since = self._state.get((namespace, deployment), [0.0, 0.0, now])
         return dollars + rate * (now - since) / 3600
 
+    def forget(self, namespace: str, deployment: str) -> None:
+        with self._lock:
+            self._state.pop((namespace, deployment), None)
+
     def collect(self):
         family = CounterMetricFamily("llm_cost", "Dollars spent on GPU replicas since the operator started",
                                      labels=["namespace", "deployment"])
@@ -66,6 +70,16 @@ def record_pools(namespace: str, name: str, pools: list[dict], cost_per_hour: fl
     for pool in pools:
         POOL_REPLICAS.labels(namespace, name, pool["role"], "spot").set(pool["spotReplicas"])
         POOL_REPLICAS.labels(namespace, name, pool["role"], "on-demand").set(pool["onDemandReplicas"])
+    for role in {"monolithic", "prefill", "decode"} - {pool["role"] for pool in pools}:
+        # a pool the plan no longer has (monolithic <-> disaggregated) runs nothing
+        POOL_REPLICAS.remove_by_labels({"namespace": namespace, "deployment": name, "pool": role})
     if cost_per_hour is not None:
         COST_PER_HOUR.labels(namespace, name).set(cost_per_hour)
         COST_TOTAL.set_rate(namespace, name, cost_per_hour)
+
+
+def forget(namespace: str, name: str) -> None:
+    """A deleted LLMDeployment: its series go, and llm_cost stops counting dollars for it."""
+    for family in (DECISIONS, SLO_SCORE, POOL_REPLICAS, COST_PER_HOUR, BUDGET_LIMITED, SLO_ATTAINMENT):
+        family.remove_by_labels({"namespace": namespace, "deployment": name})
+    COST_TOTAL.forget(namespace, name)

@@ -209,6 +209,10 @@ def _reconcile(body: dict) -> Outcome:
                  (("created", outcome.created), ("updated", outcome.updated), ("removed", outcome.pruned)) if items]
         outcome.events.append(("Normal", "Applied", "; ".join(parts)))
     announcement = status.plan_message(plan)
+    reported_before = next((c.get("message", "") for c in (body.get("status") or {}).get("conditions") or []
+                            if c.get("type") == "Planned" and c.get("status") == "True"), "")
+    if meta["uid"] not in _announced and (reported_before == announcement or reported_before.startswith(announcement + "; ")):
+        _announced[meta["uid"]] = announcement  # an earlier run of the operator (a restart, a new leader) told it
     if _announced.get(meta["uid"]) != announcement:
         # Remembered per object: concurrent child events carry a stale status, which would repeat the event.
         _announced[meta["uid"]] = announcement
