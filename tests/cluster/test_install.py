@@ -218,6 +218,50 @@ def test_helm_install_ha_uses_kopf_peering(kube, namespaces, release):
     assert can_i(kube, f"system:serviceaccount:{ns}:{full}", "patch", "clusterkopfpeerings.kopf.dev")
 
 
+def test_two_replicas_with_peering_let_one_reconcile(kube, namespaces, release, operator, tmp_path):
+    """The chart's HA install runs two replicas with --peering: one of them must reconcile (Kopf pauses
+    every peer while two share the highest priority, so replicas must not all have the default)."""
+    ns, models = namespaces(), namespaces("llmd-ha-models")
+    name = unique("llmd")
+    peering = f"{name}-peering"
+    release.peerings.append(peering)
+    release(name, ns, "--set", "replicas=2", "--set", f"peering.name={peering}", "--set", "crds.enabled=false")
+    args = get(kube, "deployment", f"{name}-llmd-operator", "-n", ns)["spec"]["template"]["spec"]["containers"][0]["args"]
+    peering_args = [a for a in args if a.startswith(("--peering", "--priority"))]
+    operator.stop()  # the shared test operator (standalone) would reconcile everything itself
+    replicas = []
+    try:
+        for pod_id in ("replica-a", "replica-b"):
+            log = tmp_path / f"{pod_id}.log"
+            replicas.append((subprocess.Popen(
+                [sys.executable, "-m", "llmd_operator.cli", "run", *peering_args, "--health-port", "0", "--metrics-port", "0"],
+                stdout=log.open("w"), stderr=subprocess.STDOUT, env={**os.environ, "POD_ID": pod_id}), log))
+        wait_for(lambda: {"replica-a", "replica-b"} <= set(get(kube, "clusterkopfpeering", peering).get("status") or {}),
+                 60, "both replicas to join the peering")
+        kubectl(kube, "apply", "--server-side", "-n", models, "-f", "-", input_text=yaml.safe_dump({
+            "apiVersion": "inference.llm-d.io/v1alpha1", "kind": "LLMDeployment", "metadata": {"name": "ha", "namespace": models},
+            "spec": {"model": {"name": "llama-3.1-8b", "quantization": {"type": "int8"}}, "replicas": 1}}))
+
+        def reconciled():
+            for process, log in replicas:
+                if process.poll() is not None:
+                    raise AssertionError(f"a replica exited:\n{log.read_text()[-3000:]}")
+            return get(kube, "deployments", "-n", models, "-l", "llm-d.io/deployment=ha")["items"]
+
+        wait_for(reconciled, 90, "one of the two peered replicas to reconcile the LLMDeployment")
+        peers = get(kube, "clusterkopfpeering", peering).get("status") or {}
+        assert len({p["priority"] for p in peers.values() if isinstance(p, dict)}) == len(peers), peers
+    finally:
+        for process, _ in replicas:
+            process.terminate()
+        for process, _ in replicas:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        operator.start()
+
+
 def _token_kubeconfig(kube: dict, namespace: str, sa: str, path: Path) -> Path:
     """A kubeconfig that authenticates as the chart's ServiceAccount (TokenRequest), not as the admin."""
     token = kubectl(kube, "create", "token", sa, "-n", namespace, "--duration=1h").stdout.strip()

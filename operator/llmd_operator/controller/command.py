@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 import threading
 
 import click
@@ -32,13 +33,16 @@ CONVENTIONS = ["karpenter", "gke", "eks", "aks", "seed"]
 @click.option("--metrics-port", type=int, default=8080, show_default=True, help="Port of /metrics; 0 turns it off.")
 @click.option("--health-port", type=int, default=8081, show_default=True, help="Port of /healthz; 0 turns it off.")
 @click.option("--peering", default=None, help="Kopf peering name for leader election; default standalone.")
+@click.option("--priority", type=int, default=None,
+              help="This replica's peering priority; the highest live one reconciles. Default: random, so that "
+                   "replicas of one Deployment differ (Kopf pauses every peer while two share the highest priority).")
 @click.option("--slo-interval", type=float, default=10.0, show_default=True,
               help="Seconds between SLO loop ticks; each deployment is decided every sloPolicy.scaling.interval (at least this).")
 @click.option("--metrics-window", default="2m", show_default=True,
               help="PromQL range for rates and latency quantiles, e.g. 1m; longer is steadier, shorter reacts sooner.")
 @click.option("-v", "--verbose", is_flag=True)
 def run(namespaces, home_namespace, prometheus_url, prometheus_token_file, capacity_convention, provider,
-        model_server_image, price_overrides_configmap, models_configmap, metrics_port, health_port, peering, slo_interval, metrics_window, verbose) -> None:
+        model_server_image, price_overrides_configmap, models_configmap, metrics_port, health_port, peering, priority, slo_interval, metrics_window, verbose) -> None:
     """Run the operator: reconcile LLMDeployments and InferenceSchedulers (honours KUBECONFIG)."""
     import kopf  # noqa: PLC0415
     from prometheus_client import start_http_server  # noqa: PLC0415
@@ -62,9 +66,14 @@ def run(namespaces, home_namespace, prometheus_url, prometheus_token_file, capac
         start_http_server(metrics_port)
     handlers.OWNERS.start(workers=4)
     threading.Thread(target=periodic.run_forever, args=(peering,), name="slo-loop", daemon=True).start()
+    if peering is not None and priority is None:
+        priority = random.SystemRandom().randint(1, 2**31 - 1)
+    if peering is not None:
+        logging.getLogger("llmd_operator").info("peering %s with priority %d", peering, priority)
     kopf.run(
         standalone=peering is None,
         peering_name=peering,
+        priority=priority or 0,
         namespaces=list(namespaces),
         clusterwide=not namespaces,
         liveness_endpoint=f"http://0.0.0.0:{health_port}/healthz" if health_port else None,
