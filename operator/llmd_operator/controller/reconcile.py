@@ -123,6 +123,8 @@ def _reconcile(body: dict) -> Outcome:
     live = {(c["kind"], c["metadata"]["name"]): c for c in kube.list_children(namespace, selector, profiling)}
     conditions = []
     scheduler_ref = None
+    # conditions whose writer no longer runs for this deployment: removed rather than left as they last were
+    gone = () if llmd.spec.scheduler_name else ("SchedulerResolved",)
     if llmd.spec.scheduler_name:
         if scheduler:
             scheduler_ref = f"{scheduler.metadata.get('namespace')}/{scheduler.metadata.get('name')}"
@@ -138,17 +140,26 @@ def _reconcile(body: dict) -> Outcome:
         plan = plan_deployment(llmd, the_catalog, options)
     except PlanError as error:
         # An impossible plan builds nothing: no half-built children, and the numbers in the condition.
+        # What an earlier plan built keeps serving; status counts it, and says it is the earlier plan.
         outcome.problem = str(error)
+        running = [c for (kind, _), c in live.items() if kind == "Deployment"]
+        still = status.still_serving(running)
         conditions += [
             status.condition("Planned", False, "PlanImpossible", outcome.problem, generation),
-            status.condition("Ready", False, "PlanImpossible", outcome.problem, generation),
+            status.condition("Ready", False, "PlanImpossible", outcome.problem + (f"; {still['note']}" if still else ""),
+                             generation),
         ]
-        def impossible(current: dict) -> dict:
-            return {"observedGeneration": generation, "conditions": status.merge_conditions(current.get("conditions"), conditions)}
 
+        def impossible(current: dict) -> dict:
+            counts = {k: v for k, v in still.items() if k != "note"} if still else {}
+            return {"observedGeneration": generation, **counts,
+                    "conditions": status.merge_conditions(current.get("conditions"), conditions, gone)}
+
+        told = next((c for c in (body.get("status") or {}).get("conditions") or [] if c.get("type") == "Planned"), {})
         if kube.write_status(llmdeployment, body, impossible):
             outcome.status_changed = True
-            outcome.events.append(("Warning", "PlanImpossible", outcome.problem))
+            if (told.get("reason"), told.get("message")) != ("PlanImpossible", outcome.problem):  # not on each count
+                outcome.events.append(("Warning", "PlanImpossible", outcome.problem))
         return outcome
     outcome.plan = plan
     drain = None
@@ -199,8 +210,13 @@ def _reconcile(body: dict) -> Outcome:
     }
     metrics.record_pools(namespace, name, pools, cost)
 
+    if not any(p.replicas_owner == "slo-loop" for p in plan.pools):
+        # nothing here is sized by the SLO loop (any more): its conditions and readings no longer apply
+        gone += LOOP_CONDITIONS
+        planned.update({field_: None for field_ in LOOP_FIELDS})
+
     def reported(current: dict) -> dict:
-        return {**planned, "conditions": status.merge_conditions(current.get("conditions"), conditions)}
+        return {**planned, "conditions": status.merge_conditions(current.get("conditions"), conditions, gone)}
 
     if kube.write_status(llmdeployment, body, reported):
         outcome.status_changed = True
@@ -221,6 +237,11 @@ def _reconcile(body: dict) -> Outcome:
             if note.startswith("quantization fallback"):
                 outcome.events.append(("Warning", "QuantizationFallback", note))
     return outcome
+
+
+# What the SLO loop writes into an LLMDeployment's status (lastDecision stays: it is dated history).
+LOOP_CONDITIONS = ("MetricsAvailable", "BudgetLimited", "SpotFallback")
+LOOP_FIELDS = ("sloScores", "capacityProfile", "policyState")
 
 
 def _carry_loop_replicas(child: dict, existing: dict | None) -> None:

@@ -24,9 +24,10 @@ def condition(type_: str, ok: bool | None, reason: str, message: str, generation
     }
 
 
-def merge_conditions(old: list[dict], new: list[dict]) -> list[dict]:
-    """New conditions replace old ones of the same type; lastTransitionTime moves only when status changes."""
-    by_type = {c["type"]: c for c in old or []}
+def merge_conditions(old: list[dict], new: list[dict], drop: tuple[str, ...] = ()) -> list[dict]:
+    """New conditions replace old ones of the same type; lastTransitionTime moves only when status changes.
+    `drop`: types that no longer apply (their writer stopped), removed."""
+    by_type = {c["type"]: c for c in old or [] if c["type"] not in drop}
     merged = []
     for cond in new:
         previous = by_type.pop(cond["type"], None)
@@ -92,6 +93,18 @@ def pool_status(plan: DeploymentPlan, workloads: list[dict]) -> list[dict]:
             "deployments": sorted(w["metadata"]["name"] for w in mine),
         })
     return pools
+
+
+def still_serving(workloads: list[dict]) -> dict | None:
+    """While a changed spec cannot be planned, the Deployments the last plan that fit built keep serving:
+    their counts, and a note saying so (status.plan and status.pools still describe that plan)."""
+    if not workloads:
+        return None
+    desired = sum(w["spec"].get("replicas") or 0 for w in workloads)
+    ready = sum((w.get("status") or {}).get("readyReplicas") or 0 for w in workloads)
+    return {"ready": f"{ready}/{desired}", "readyReplicas": ready, "replicas": desired,
+            "note": f"the last plan that fit keeps serving, {ready}/{desired} replicas ready "
+                    "(status.plan and status.pools describe it)"}
 
 
 def readiness(pools: list[dict], workloads: list[dict], pods: list[dict]) -> tuple[bool, str, str]:
