@@ -260,3 +260,60 @@ def test_a_scheduler_count_from_an_older_list_is_counted_again(operator, namespa
 
     assert users() == [f"{namespace}/one", f"{namespace}/two"]
     assert get_json("infsched", "shared", "-n", namespace)["status"]["deployments"] == 2
+
+
+def test_conditions_of_what_no_longer_applies_are_removed(operator, namespace):
+    looped = static_deployment("switch", replicas=1, schedulerName="not-there",
+                               scheduling={"sloPolicy": {"objectives": [{"name": "ttft_p95", "target": "500ms"}],
+                                                         "scaling": {"minReplicas": 1, "maxReplicas": 3}}})
+    del looped["spec"]["replicas"]
+    apply(namespace, looped)
+    # The SLO loop reports on it (this operator has no Prometheus: it holds, and says so).
+    wait_for(lambda: condition(llmd(namespace, "switch"), "MetricsAvailable").get("status") == "False", 60,
+             "the SLO loop's MetricsAvailable condition")
+    assert condition(llmd(namespace, "switch"), "SchedulerResolved")["reason"] == "SchedulerNotFound"
+
+    apply(namespace, static_deployment("switch", replicas=2))  # sized by its spec now, no scheduler named
+    def settled():
+        obj = llmd(namespace, "switch")
+        return obj if obj["status"].get("observedGeneration") == obj["metadata"]["generation"] else None
+    obj = wait_for(settled, 60, "the new generation reconciled")
+    kinds = {c["type"] for c in obj["status"]["conditions"]}
+    assert kinds.isdisjoint({"SchedulerResolved", "MetricsAvailable", "BudgetLimited", "SpotFallback"}), kinds
+    assert "policyState" not in obj["status"] and "capacityProfile" not in obj["status"]
+
+
+def test_a_spec_that_cannot_be_planned_keeps_counting_what_still_serves(operator, namespace):
+    apply(namespace, static_deployment("keep", replicas=2))
+    wait_for(lambda: ready(namespace, "keep"), READY_TIMEOUT, "keep Ready")
+    apply(namespace, static_deployment("keep", replicas=2, model={"name": "llama-3.1-70b", "quantization": {"type": "fp16"}},
+                                       resources={"limits": {"nvidia.com/gpu": "1"}}))
+    def refused():
+        cond = condition(llmd(namespace, "keep"), "Ready")
+        return cond if cond.get("reason") == "PlanImpossible" else None
+    cond = wait_for(refused, 30, "Ready=False PlanImpossible")
+    assert "the last plan that fit keeps serving, 2/2 replicas ready" in cond["message"], cond["message"]
+    kubectl("scale", "deployment", "keep-on-demand", "-n", namespace, "--replicas=1")  # what still runs, counted
+    wait_for(lambda: llmd(namespace, "keep")["status"].get("ready") == "1/1", 30, "status to count what runs now")
+    warned = get_json("events", "-n", namespace, "--field-selector", "reason=PlanImpossible")["items"]
+    assert sum(e.get("count") or 1 for e in warned) == 1, [e["message"][:80] for e in warned]  # told once, not per count
+
+
+def test_moving_to_another_scheduler_or_deleting_one_is_reflected(operator, namespace):
+    for scheduler in ("first", "second"):
+        kubectl("apply", "--server-side", "-f", "-", input_text=json.dumps({
+            "apiVersion": "scheduler.llm-d.io/v1alpha1", "kind": "InferenceScheduler",
+            "metadata": {"name": scheduler, "namespace": namespace}, "spec": {}}))
+    apply(namespace, static_deployment("mover", replicas=1, schedulerName="first"))
+    users = lambda s: get_json("infsched", s, "-n", namespace).get("status", {}).get("deployments")  # noqa: E731
+    wait_for(lambda: (users("first"), users("second")) == (1, 0), 30, "first to count mover")
+    # (moved at once: the operator may still be handling its creation)
+    apply(namespace, static_deployment("mover", replicas=1, schedulerName="second"))
+    wait_for(lambda: (users("first"), users("second")) == (0, 1), 30, "the count to move from first to second")
+
+    kubectl("delete", "infsched", "second", "-n", namespace)
+    def unresolved():
+        cond = condition(llmd(namespace, "mover"), "SchedulerResolved")
+        return cond if cond.get("reason") == "SchedulerNotFound" else None
+    wait_for(unresolved, 30, "SchedulerResolved=False once its scheduler is deleted")
+    assert "scheduler" not in llmd(namespace, "mover")["status"]

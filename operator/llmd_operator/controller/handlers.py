@@ -90,6 +90,34 @@ def scheduler_changed(body, **_) -> None:
                           item["metadata"]["name"], body["metadata"]["name"])
 
 
+@kopf.on.event(*SCHEDULERS)
+def scheduler_gone(event, body, **_) -> None:
+    """A deleted scheduler: its users are planned again without it (SchedulerResolved=False says so)."""
+    if event.get("type") != "DELETED":
+        return
+    scheduler_name = body["metadata"]["name"]
+    for item in reconcile.deployments_naming(scheduler_name):
+        try:
+            _post(item, reconcile.reconcile(item))
+        except Exception:  # noqa: BLE001 (one failing must not keep the others on the deleted scheduler)
+            log.exception("re-planning %s/%s without scheduler %s failed", item["metadata"]["namespace"],
+                          item["metadata"]["name"], scheduler_name)
+    for scheduler in kube.list_schedulers():  # a same-named shared scheduler may count them again
+        if scheduler["metadata"]["name"] == scheduler_name:
+            reconcile.scheduler_status(scheduler)
+
+
+@kopf.on.field(*LLMD, field="spec.schedulerName")
+def scheduler_name_changed(body, old, new, **_) -> None:
+    """Moved to another scheduler: the old and the new one count again. The old one is also found by its
+    own list of users: an edit right after creation reaches this handler as a creation (old is None)."""
+    me = f"{body['metadata']['namespace']}/{body['metadata']['name']}"
+    for scheduler in kube.list_schedulers():
+        counted = (scheduler.get("status") or {}).get("deploymentNames") or []
+        if scheduler["metadata"]["name"] in {old, new} - {None} or me in counted:
+            reconcile.scheduler_status(scheduler)
+
+
 @kopf.on.event(*LLMD)
 def llmdeployment_seen(event, body, **_) -> None:
     """Forget deleted deployments, and keep schedulers' usage counts current as deployments come and go."""
