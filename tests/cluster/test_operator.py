@@ -80,6 +80,17 @@ def static_deployment(name: str, replicas: int = 2, **spec) -> dict:
                      "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}, **spec}}
 
 
+def too_big(name: str, replicas: int) -> dict:
+    """llama-3.1-70b in fp16 limited to one GPU: it cannot fit."""
+    return static_deployment(name, replicas=replicas, model={"name": "llama-3.1-70b", "quantization": {"type": "fp16"}},
+                             resources={"limits": {"nvidia.com/gpu": "1"}})
+
+
+def plan_refused(namespace: str, name: str) -> dict | None:
+    cond = condition(llmd(namespace, name), "Ready")
+    return cond if cond.get("reason") == "PlanImpossible" else None
+
+
 def test_static_replicas_are_put_back(operator, namespace):
     apply(namespace, static_deployment("chat", replicas=2))
     wait_for(lambda: ready(namespace, "chat"), READY_TIMEOUT, "chat Ready")
@@ -149,12 +160,8 @@ def test_bad_resources_are_refused_at_apply(cluster, namespace, spec, message):
 
 
 def test_impossible_plan_is_not_ready_and_builds_nothing(operator, namespace):
-    apply(namespace, static_deployment("huge", replicas=1, model={"name": "llama-3.1-70b", "quantization": {"type": "fp16"}},
-                                       resources={"limits": {"nvidia.com/gpu": "1"}}))
-    def refused():
-        cond = condition(llmd(namespace, "huge"), "Ready")
-        return cond if cond.get("reason") == "PlanImpossible" else None
-    cond = wait_for(refused, 30, "Ready=False PlanImpossible")
+    apply(namespace, too_big("huge", replicas=1))
+    cond = wait_for(lambda: plan_refused(namespace, "huge"), 30, "Ready=False PlanImpossible")
     assert cond["status"] == "False"
     assert "weights 131.4 GiB" in cond["message"] and "resources nvidia.com/gpu: 2" in cond["message"]
     assert children(namespace, "huge") == []
@@ -286,12 +293,8 @@ def test_conditions_of_what_no_longer_applies_are_removed(operator, namespace):
 def test_a_spec_that_cannot_be_planned_keeps_counting_what_still_serves(operator, namespace):
     apply(namespace, static_deployment("keep", replicas=2))
     wait_for(lambda: ready(namespace, "keep"), READY_TIMEOUT, "keep Ready")
-    apply(namespace, static_deployment("keep", replicas=2, model={"name": "llama-3.1-70b", "quantization": {"type": "fp16"}},
-                                       resources={"limits": {"nvidia.com/gpu": "1"}}))
-    def refused():
-        cond = condition(llmd(namespace, "keep"), "Ready")
-        return cond if cond.get("reason") == "PlanImpossible" else None
-    cond = wait_for(refused, 30, "Ready=False PlanImpossible")
+    apply(namespace, too_big("keep", replicas=2))
+    cond = wait_for(lambda: plan_refused(namespace, "keep"), 30, "Ready=False PlanImpossible")
     assert "the last plan that fit keeps serving, 2/2 replicas ready" in cond["message"], cond["message"]
     kubectl("scale", "deployment", "keep-on-demand", "-n", namespace, "--replicas=1")  # what still runs, counted
     wait_for(lambda: llmd(namespace, "keep")["status"].get("ready") == "1/1", 30, "status to count what runs now")
