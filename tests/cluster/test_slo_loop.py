@@ -107,7 +107,10 @@ def test_load_steps_resize_the_pool_and_missing_metrics_hold_it(closed_loop, nam
                  "resources": {"policies": {"spotPreference": "preferred", "maxSpotRatio": 0.5}},
                  "scheduling": {"sloPolicy": {
                      "objectives": [{"name": "ttft_p95", "target": "500ms"}, {"name": "itl_p95", "target": "50ms"}],
-                     "scaling": {"minReplicas": 1, "maxReplicas": 8, "interval": "3s", "scaleDownCooldown": "15s"}}}}})
+                     # burstHold 0s: this test's load steps once each way, and its drop is to be released
+                     # after the cooldown, not held for a burst that might return (the default 15m)
+                     "scaling": {"minReplicas": 1, "maxReplicas": 8, "interval": "3s", "scaleDownCooldown": "15s",
+                                 "burstHold": "0s"}}}}})
     def metrics_available():
         obj = get_json("llmd", "loop", "-n", namespace)
         return condition(obj, "MetricsAvailable").get("status") == "True"

@@ -115,6 +115,16 @@ def test_capacity_held_for_bursts_goes_once_a_window_passes_without_one():
     assert max(held[:40]) >= 6 and held[-1] <= 2
 
 
+def test_burst_hold_sets_how_long_a_drop_is_held():
+    from dataclasses import replace
+    high, low = 6 * per_replica(), 0.5 * per_replica()
+    drop = [(t, high if t < 600 else low) for t in range(0, 1200, 30)]
+    held, _ = run(drop, 8)                     # default: held like a lull for 15 minutes
+    short = replace(SPEC, tuning=replace(SPEC.tuning, bursty_window_s=0.0))
+    released, _ = run(drop, 8, spec=short)     # burstHold: 0s: released after the cooldown
+    assert held[-1] >= 6 and released[-1] <= 2
+
+
 def test_a_steady_load_is_not_held_like_a_bursty_one():
     rate = 0.5 * per_replica()
     targets, _ = run([(t, rate * (1.2 if (t // 30) % 2 else 0.9)) for t in range(0, 1200, 30)], 6)

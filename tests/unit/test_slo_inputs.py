@@ -54,6 +54,15 @@ def test_constraints_prices_and_scale_to_zero_come_from_spec_and_plan(catalog):
     assert spec.prices.spot_available is False
 
 
+def test_scaling_timings_come_from_the_inline_policy(catalog):
+    deployment = llmd({"model": {"name": "llama-3.1-8b"}, "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
+                       "scheduling": {"sloPolicy": {"objectives": [{"name": "ttft_p95", "target": "500ms"}],
+                                                    "scaling": {"scaleDownCooldown": "15s", "burstHold": "0s"}}}})
+    plan = plan_deployment(deployment, catalog, PlanOptions())
+    tuning = policy_inputs.policy_spec(deployment, None, plan, spot_available=True, interval_s=30).tuning
+    assert (tuning.scale_down_cooldown_s, tuning.bursty_window_s) == (15.0, 0.0)
+
+
 def _pod(name, capacity, node=None, unschedulable_since=None):
     pod = {"metadata": {"name": name, "labels": {"llm-d.io/capacity-type": capacity}}, "spec": {}, "status": {}}
     if node:

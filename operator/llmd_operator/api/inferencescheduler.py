@@ -65,6 +65,8 @@ class SchedulerScaling(ApiModel):
     """How often the loop observes and decides."""
     scale_down_cooldown: Duration = "5m"
     """Least time between a scaling action and the next scale-down."""
+    burst_hold: Duration = "15m"
+    """Default policy: on on/off load (its busiest interval carries >= 1.5x the mean rate of this window), keep the capacity of the window's busiest burst this long, so that a burst that comes back finds its replicas ready; 0s turns the rule off."""
     demand_query: str | None = Field(default=None, max_length=4096)
     """PromQL whose value above 0 wakes a deployment scaled to zero (e.g. the gateway's queue for it); $namespace and $deployment are replaced."""
     scale_up_conditions: list[ScaleUpCondition] | None = Field(default=None, max_length=16)

@@ -275,6 +275,8 @@ class InlineSloScaling(ApiModel):
     """How often the loop observes and decides."""
     scale_down_cooldown: Duration = "2m"
     """Least time between a scaling action and the next scale-down."""
+    burst_hold: Duration = "15m"
+    """Default policy: on on/off load (its busiest interval carries >= 1.5x the mean rate of this window), keep the capacity of the window's busiest burst this long, so that a burst that comes back finds its replicas ready; 0s turns the rule off."""
     scheduler_config: SchedulerConfig | None = None
     """Hints for the request scheduler."""
 

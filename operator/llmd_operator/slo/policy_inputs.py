@@ -72,6 +72,8 @@ def policy_spec(llmd: LLMDeployment, scheduler: InferenceScheduler | None, plan:
     tuning = Tuning(interval_s=interval_s, **budgets)
     if scaling is not None and getattr(scaling, "scale_down_cooldown", None):
         tuning = replace(tuning, scale_down_cooldown_s=parse_duration(scaling.scale_down_cooldown))
+    if scaling is not None and getattr(scaling, "burst_hold", None) is not None:
+        tuning = replace(tuning, bursty_window_s=parse_duration(scaling.burst_hold))
     return PolicySpec(slo=slo, constraints=constraints, prices=prices, tuning=tuning,
                       threshold=threshold_rules(objectives, scaling))
 
