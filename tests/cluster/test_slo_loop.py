@@ -17,6 +17,10 @@ import yaml
 from tests.cluster.conftest import Operator, apply, condition, free_port, get_json, kubectl, wait_for
 
 ITL_TARGET_S = 0.05
+# An objective the operator does not measure itself: its PromQL runs as written, with the labels put in.
+E2E_P50 = """# median request latency of this deployment
+histogram_quantile(0.5, sum by (le) (rate(vllm:e2e_request_latency_seconds_bucket{namespace="$namespace",
+  llm_d_deployment="$deployment"}[15s])))"""
 SPOT_TAINT = "karpenter.sh/disrupted"
 
 
@@ -106,7 +110,8 @@ def test_load_steps_resize_the_pool_and_missing_metrics_hold_it(closed_loop, nam
                  "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
                  "resources": {"policies": {"spotPreference": "preferred", "maxSpotRatio": 0.5}},
                  "scheduling": {"sloPolicy": {
-                     "objectives": [{"name": "ttft_p95", "target": "500ms"}, {"name": "itl_p95", "target": "50ms"}],
+                     "objectives": [{"name": "ttft_p95", "target": "500ms"}, {"name": "itl_p95", "target": "50ms"},
+                                    {"name": "e2e_p50", "target": "20s", "calculator": E2E_P50}],
                      # burstHold 0s: this test's load steps once each way, and its drop is to be released
                      # after the cooldown, not held for a burst that might return (the default 15m)
                      "scaling": {"minReplicas": 1, "maxReplicas": 8, "interval": "3s", "scaleDownCooldown": "15s",
@@ -115,6 +120,9 @@ def test_load_steps_resize_the_pool_and_missing_metrics_hold_it(closed_loop, nam
         obj = get_json("llmd", "loop", "-n", namespace)
         return condition(obj, "MetricsAvailable").get("status") == "True"
     wait_for(metrics_available, 120, "MetricsAvailable=True from the live Prometheus")
+    # every objective is scored, the calculator's too (one objective without a value leaves no scores)
+    scores = wait_for(lambda: get_json("llmd", "loop", "-n", namespace)["status"].get("sloScores"), 60, "SLO scores")
+    assert set(scores) == {"ttft_p95", "itl_p95", "e2e_p50"} and scores["e2e_p50"] < 0, scores
     low = sum(pool(namespace).values())
     assert low >= 1
 

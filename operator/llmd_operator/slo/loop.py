@@ -151,20 +151,42 @@ def _interval(item: Managed) -> float:
 
 
 def _tick_one(item: Managed, prometheus, snapshot, nodes, now_s: float, catalog) -> dict:
+    # Queried before the lock: a slow Prometheus must not hold this deployment's reconciles too.
+    objective_values, demand = _queries_of_its_own(item, prometheus, snapshot)
     # The same lock as reconcile: the two never write the same status from stale copies.
     with reconcile._owner_locks[item.body["metadata"]["uid"]]:
         fresh = kube.get_llmdeployment(item.body["metadata"]["namespace"], item.body["metadata"]["name"])
         if fresh is None:
             return {}
         item.body = fresh
-        return _decide_and_act(item, prometheus, snapshot, nodes, now_s, catalog)
+        return _decide_and_act(item, snapshot, objective_values, demand, nodes, now_s, catalog)
 
 
-def _decide_and_act(item: Managed, prometheus, snapshot, nodes, now_s: float, catalog) -> dict:
+def _queries_of_its_own(item: Managed, prometheus, snapshot) -> tuple[dict[str, float], float]:
+    """The deployment's objective `calculator` queries and its scale-from-zero demand query, as written,
+    with its labels put in. Nothing when Prometheus did not answer this tick."""
+    namespace, name = item.body["metadata"]["namespace"], item.body["metadata"]["name"]
+    objectives, scaling, _ = policy_inputs.slo_policy(item.llmd, item.scheduler)
+    objective_values: dict[str, float] = {}
+    demand = 0.0
+    if prometheus and snapshot.ok:
+        for objective in objectives:
+            if objective.calculator:
+                value = observe.scalar(prometheus, observe.substitute(objective.calculator, namespace, name))
+                if value is not None:
+                    objective_values[objective.name] = value
+        demand_query = getattr(scaling, "demand_query", None)
+        if demand_query:
+            demand = observe.scalar(prometheus, observe.substitute(demand_query, namespace, name)) or 0.0
+    return objective_values, demand
+
+
+def _decide_and_act(item: Managed, snapshot, objective_values: dict[str, float], demand: float, nodes, now_s: float,
+                    catalog) -> dict:
     meta = item.body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     old_status = item.body.get("status") or {}
-    objectives, scaling, algorithm = policy_inputs.slo_policy(item.llmd, item.scheduler)
+    _, _, algorithm = policy_inputs.slo_policy(item.llmd, item.scheduler)
     interval = _interval(item)
     selector = labels.owned_selector(name)
     workloads = [c for c in kube.list_children(namespace, selector) if c["kind"] == "Deployment"]
@@ -178,17 +200,6 @@ def _decide_and_act(item: Managed, prometheus, snapshot, nodes, now_s: float, ca
         spot_ok, spot_why = policy_inputs.spot_health(pods, nodes, catalog.conventions["interruption_taints"], now_s,
                                                       spot_node_expressions=spot_nodes)
     spec = policy_inputs.policy_spec(item.llmd, item.scheduler, item.plan, spot_ok, interval)
-    objective_values = {}
-    demand = 0.0
-    if prometheus and snapshot.ok:
-        for objective in objectives:
-            if objective.calculator:
-                value = observe.scalar(prometheus, observe.substitute(objective.calculator, namespace, name))
-                if value is not None:
-                    objective_values[objective.name] = value
-        demand_query = getattr(scaling, "demand_query", None)
-        if demand_query:
-            demand = observe.scalar(prometheus, observe.substitute(demand_query, namespace, name)) or 0.0
     fleet = policy_inputs.observation(snapshot, namespace, name, item.plan, workloads, now_s, interval,
                                       objective_values, demand)
     profile, profile_note = capacity_profile(item)
