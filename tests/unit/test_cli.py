@@ -67,3 +67,17 @@ def test_crds_command_prints_both_crds():
     assert result.returncode == 0
     names = [d["metadata"]["name"] for d in yaml.safe_load_all(result.stdout)]
     assert names == ["llmdeployments.inference.llm-d.io", "inferenceschedulers.scheduler.llm-d.io"]
+
+
+def test_run_flags_can_be_set_as_llmd_environment_variables(monkeypatch):
+    """The Deployment, the chart and the docs set LLMD_<FLAG> (e.g. LLMD_SLO_INTERVAL) for `llmd-operator run`."""
+    import click
+
+    from llmd_operator.cli import cli
+    from llmd_operator.controller.command import run
+
+    monkeypatch.setenv("LLMD_SLO_INTERVAL", "15")
+    monkeypatch.setenv("LLMD_METRICS_WINDOW", "1m")
+    parent = click.Context(cli, info_name="llmd-operator", auto_envvar_prefix="LLMD")
+    params = run.make_context("run", [], parent=parent).params
+    assert (params["slo_interval"], params["metrics_window"]) == (15.0, "1m")

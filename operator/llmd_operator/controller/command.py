@@ -15,7 +15,7 @@ from .config import CONFIG
 CONVENTIONS = ["karpenter", "gke", "eks", "aks", "seed"]
 
 
-@click.command()
+@click.command(context_settings={"auto_envvar_prefix": "LLMD"})  # LLMD_<FLAG>, as under the top-level command
 @click.option("-n", "--namespace", "namespaces", multiple=True, help="Namespace to watch; repeatable. Default: all.")
 @click.option("--home-namespace", default=DEFAULT_HOME_NAMESPACE, show_default=True,
               help="Where shared InferenceSchedulers and the price ConfigMap live.")
