@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.cluster.conftest import wait_for
+from tests.cluster.conftest import free_port, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -255,6 +255,55 @@ def test_two_replicas_with_peering_let_one_reconcile(kube, namespaces, release, 
         for process, _ in replicas:
             process.terminate()
         for process, _ in replicas:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        operator.start()
+
+
+def test_a_replica_that_stops_leading_stops_reporting(kube, namespaces, release, operator, tmp_path):
+    """Dashboards and alerts take the max over replicas: one that is no longer the active peer must not keep
+    exporting the gauges (and the growing llm_cost) it had when it was."""
+    import urllib.request
+
+    ns, models = namespaces(), namespaces("llmd-lead-models")
+    name = unique("llmd")
+    peering = f"{name}-peering"
+    release.peerings.append(peering)
+    release(name, ns, "--set", "replicas=2", "--set", f"peering.name={peering}", "--set", "crds.enabled=false")
+    operator.stop()
+    replicas = []
+
+    def start(pod_id: str, priority: int) -> int:
+        port = free_port()
+        log = tmp_path / f"{pod_id}.log"
+        replicas.append(subprocess.Popen(
+            [sys.executable, "-m", "llmd_operator.cli", "run", f"--peering={peering}", f"--priority={priority}",
+             "--health-port", "0", "--metrics-port", str(port), "--slo-interval", "1"],
+            stdout=log.open("w"), stderr=subprocess.STDOUT, env={**os.environ, "POD_ID": pod_id}))
+        return port
+
+    def reports(port: int) -> bool:
+        try:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        except OSError:
+            return False
+        return f'namespace="{models}"' in text
+
+    try:
+        first = start("leader-first", 1)
+        kubectl(kube, "apply", "--server-side", "-n", models, "-f", "-", input_text=yaml.safe_dump({
+            "apiVersion": "inference.llm-d.io/v1alpha1", "kind": "LLMDeployment", "metadata": {"name": "lead", "namespace": models},
+            "spec": {"model": {"name": "llama-3.1-8b", "quantization": {"type": "int8"}}, "replicas": 1}}))
+        wait_for(lambda: reports(first), 90, "the only replica to reconcile and report the deployment")
+        second = start("leader-second", 2)  # a higher priority: it takes over
+        wait_for(lambda: reports(second), 90, "the new leader to report the deployment")
+        wait_for(lambda: not reports(first), 60, "the former leader to stop reporting it")
+    finally:
+        for process in replicas:
+            process.terminate()
+        for process in replicas:
             try:
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:

@@ -278,6 +278,7 @@ def test_conditions_of_what_no_longer_applies_are_removed(operator, namespace):
     # The SLO loop reports on it (this operator has no Prometheus: it holds, and says so).
     wait_for(lambda: condition(llmd(namespace, "switch"), "MetricsAvailable").get("status") == "False", 60,
              "the SLO loop's MetricsAvailable condition")
+    assert f'llmd_budget_limited{{deployment="switch",namespace="{namespace}"}}' in operator.metrics()
     assert condition(llmd(namespace, "switch"), "SchedulerResolved")["reason"] == "SchedulerNotFound"
 
     apply(namespace, static_deployment("switch", replicas=2))  # sized by its spec now, no scheduler named
@@ -288,6 +289,8 @@ def test_conditions_of_what_no_longer_applies_are_removed(operator, namespace):
     kinds = {c["type"] for c in obj["status"]["conditions"]}
     assert kinds.isdisjoint({"SchedulerResolved", "MetricsAvailable", "BudgetLimited", "SpotFallback"}), kinds
     assert "policyState" not in obj["status"] and "capacityProfile" not in obj["status"]
+    # nor do its loop metrics stay behind for alerts to fire on
+    assert f'llmd_budget_limited{{deployment="switch",namespace="{namespace}"}}' not in operator.metrics()
 
 
 def test_a_spec_that_cannot_be_planned_keeps_counting_what_still_serves(operator, namespace):

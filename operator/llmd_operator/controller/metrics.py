@@ -48,6 +48,10 @@ class CostTotal:
         with self._lock:
             self._state.pop((namespace, deployment), None)
 
+    def clear(self) -> None:
+        with self._lock:
+            self._state.clear()
+
     def collect(self):
         family = CounterMetricFamily("llm_cost", "Dollars spent on GPU replicas since the operator started",
                                      labels=["namespace", "deployment"])
@@ -78,8 +82,27 @@ def record_pools(namespace: str, name: str, pools: list[dict], cost_per_hour: fl
         COST_TOTAL.set_rate(namespace, name, cost_per_hour)
 
 
+PER_DEPLOYMENT = (DECISIONS, SLO_SCORE, POOL_REPLICAS, COST_PER_HOUR, BUDGET_LIMITED, SLO_ATTAINMENT)
+LOOP_READINGS = (SLO_SCORE, SLO_ATTAINMENT, BUDGET_LIMITED)
+
+
 def forget(namespace: str, name: str) -> None:
     """A deleted LLMDeployment: its series go, and llm_cost stops counting dollars for it."""
-    for family in (DECISIONS, SLO_SCORE, POOL_REPLICAS, COST_PER_HOUR, BUDGET_LIMITED, SLO_ATTAINMENT):
+    for family in PER_DEPLOYMENT:
         family.remove_by_labels({"namespace": namespace, "deployment": name})
     COST_TOTAL.forget(namespace, name)
+
+
+def forget_loop_readings(namespace: str, name: str) -> None:
+    """A deployment the SLO loop no longer sizes: its scores and budget flag go, so no alert fires on the
+    values they froze at."""
+    for family in LOOP_READINGS:
+        family.remove_by_labels({"namespace": namespace, "deployment": name})
+
+
+def forget_all_deployments() -> None:
+    """A replica that stops being the active peer reports nothing per deployment: the active one does,
+    and dashboards and alerts take the max over replicas."""
+    for family in PER_DEPLOYMENT:
+        family.clear()
+    COST_TOTAL.clear()

@@ -11,6 +11,7 @@ import os
 import time
 from datetime import datetime, timezone
 
+from . import metrics
 from .config import CONFIG
 
 log = logging.getLogger("llmd_operator.periodic")
@@ -22,10 +23,15 @@ def run_forever(peering: str | None) -> None:
     from . import reconcile  # noqa: PLC0415
 
     prometheus = loop.prometheus_client()
+    was_active = False
     while True:
         started = time.monotonic()
         try:
-            if peering is None or active_peer(peering):
+            active = peering is None or active_peer(peering)
+            if was_active and not active:
+                metrics.forget_all_deployments()  # another replica reconciles and reports now
+            was_active = active
+            if active:
                 for result in loop.tick(prometheus, reconcile.catalog()):
                     if result.get("changes"):
                         log.info("%s: %s (%s)", result["deployment"], "; ".join(result["changes"]), result["reason"])

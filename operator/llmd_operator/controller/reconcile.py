@@ -214,6 +214,7 @@ def _reconcile(body: dict) -> Outcome:
         # nothing here is sized by the SLO loop (any more): its conditions and readings no longer apply
         gone += LOOP_CONDITIONS
         planned.update({field_: None for field_ in LOOP_FIELDS})
+        metrics.forget_loop_readings(namespace, name)
 
     def reported(current: dict) -> dict:
         return {**planned, "conditions": status.merge_conditions(current.get("conditions"), conditions, gone)}

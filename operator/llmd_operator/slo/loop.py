@@ -156,8 +156,8 @@ def _tick_one(item: Managed, prometheus, snapshot, nodes, now_s: float, catalog)
     # The same lock as reconcile: the two never write the same status from stale copies.
     with reconcile._owner_locks[item.body["metadata"]["uid"]]:
         fresh = kube.get_llmdeployment(item.body["metadata"]["namespace"], item.body["metadata"]["name"])
-        if fresh is None:
-            return {}
+        if fresh is None or fresh["metadata"].get("generation") != item.body["metadata"].get("generation"):
+            return {}  # gone, or its spec changed since this tick planned it: the next tick plans it anew
         item.body = fresh
         return _decide_and_act(item, snapshot, objective_values, demand, nodes, now_s, catalog)
 
