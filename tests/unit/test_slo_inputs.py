@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from llmd_operator.api.inferencescheduler import InferenceScheduler
@@ -230,3 +232,21 @@ def test_the_loop_has_a_capacity_profile_for_every_model_it_can_plan(catalog, mo
     assert profile is not None, note
     assert profile.model == model["name"] and note.startswith("built-in: derived")
     assert profile.kv_bytes_per_token == 2 * plan.model.layers * plan.model.kv_heads * plan.model.head_dim * 2
+
+
+def test_the_loop_builds_on_the_newest_memory_of_its_policy():
+    from llmd_operator.slo import loop
+    from llmd_operator.slo.decide import PolicyState
+
+    mine, theirs = PolicyState(correction=1.5), PolicyState(correction=0.8)
+    saved = {"policyState": {"policy": "default", "savedAt": 1000, "state": json.loads(theirs.to_json())}}
+    try:
+        loop._memory["uid"] = ("default", mine, 1030.0)      # this replica ticked after the saved copy
+        assert loop.remembered_state("uid", "default", saved).correction == 1.5
+        loop._memory["uid"] = ("default", mine, 900.0)       # another replica led, and saved, since
+        assert loop.remembered_state("uid", "default", saved).correction == 0.8
+        assert loop.remembered_state("uid", "threshold", saved).correction == 1.0   # another policy: afresh
+        loop.forget("uid")
+        assert loop.remembered_state("uid", "default", saved).correction == 0.8      # after a restart
+    finally:
+        loop.forget("uid")

@@ -30,7 +30,7 @@ PROMETHEUS_TIMEOUT_S = 10
 _last_decided: dict[str, float] = {}  # uid -> when the loop last decided for it
 # uid -> (policy, its memory after the last tick). Every tick builds on the one before; status holds a copy
 # for a restarted operator or a new leader, written only now and then to keep an idle fleet free of writes.
-_memory: dict[str, tuple[str, PolicyState]] = {}
+_memory: dict[str, tuple[str, PolicyState, float]] = {}  # uid -> (policy, memory, its tick's time)
 
 
 @dataclass
@@ -47,12 +47,13 @@ def forget(uid: str) -> None:
 
 
 def remembered_state(uid: str, policy: str, status_: dict) -> PolicyState:
-    """The policy's memory: this process's own from the last tick, else (after a restart, or when the
-    policy changed) the copy saved in status, when that copy is the same policy's."""
-    mine = _memory.get(uid)
-    if mine and mine[0] == policy:
-        return mine[1]
+    """The policy's memory: this process's own from its last tick, unless status holds a newer copy (another
+    replica led meanwhile) or none is kept (a restart, a new leader, a changed policy); then the saved copy,
+    when it is the same policy's."""
     saved = status_.get("policyState") or {}
+    mine = _memory.get(uid)
+    if mine and mine[0] == policy and mine[2] >= float(saved.get("savedAt") or 0):
+        return mine[1]
     if saved.get("state") and saved.get("policy") in (None, policy):
         return PolicyState.from_json(json.dumps(saved["state"]))
     return PolicyState()
@@ -206,7 +207,7 @@ def _decide_and_act(item: Managed, snapshot, objective_values: dict[str, float],
     uid = meta["uid"]
     state = remembered_state(uid, policy_name(algorithm), old_status)
     decision, state = decide(algorithm, fleet, spec, profile, state)
-    _memory[uid] = (decision.policy, state)
+    _memory[uid] = (decision.policy, state, now_s)
     changes = _actuate(namespace, name, decision, workloads)
     _record(item, decision, state, changes, (spot_ok if uses_spot else None), spot_why, snapshot, profile_note, now_s,
             old_status)
