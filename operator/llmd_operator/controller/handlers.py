@@ -102,19 +102,22 @@ def scheduler_gone(event, body, **_) -> None:
         except Exception:  # noqa: BLE001 (one failing must not keep the others on the deleted scheduler)
             log.exception("re-planning %s/%s without scheduler %s failed", item["metadata"]["namespace"],
                           item["metadata"]["name"], scheduler_name)
-    for scheduler in kube.list_schedulers():  # a same-named shared scheduler may count them again
-        if scheduler["metadata"]["name"] == scheduler_name:
-            reconcile.scheduler_status(scheduler)
+    _recount({scheduler_name})  # a same-named shared scheduler may count them now
 
 
 @kopf.on.field(*LLMD, field="spec.schedulerName")
 def scheduler_name_changed(body, old, new, **_) -> None:
     """Moved to another scheduler: the old and the new one count again. The old one is also found by its
     own list of users: an edit right after creation reaches this handler as a creation (old is None)."""
-    me = f"{body['metadata']['namespace']}/{body['metadata']['name']}"
+    _recount({old, new} - {None}, counting=f"{body['metadata']['namespace']}/{body['metadata']['name']}")
+
+
+def _recount(names: set[str], counting: str | None = None) -> None:
+    """Refresh the usage status of the schedulers with these names, and of those that count `counting`
+    (namespace/name) among their users."""
     for scheduler in kube.list_schedulers():
         counted = (scheduler.get("status") or {}).get("deploymentNames") or []
-        if scheduler["metadata"]["name"] in {old, new} - {None} or me in counted:
+        if scheduler["metadata"]["name"] in names or (counting is not None and counting in counted):
             reconcile.scheduler_status(scheduler)
 
 
@@ -129,6 +132,4 @@ def llmdeployment_seen(event, body, **_) -> None:
         metrics.forget(body["metadata"]["namespace"], body["metadata"]["name"])
     if event.get("type") not in ("ADDED", "DELETED") or not (body.get("spec") or {}).get("schedulerName"):
         return
-    for scheduler in kube.list_schedulers():
-        if scheduler["metadata"]["name"] == body["spec"]["schedulerName"]:
-            reconcile.scheduler_status(scheduler)
+    _recount({body["spec"]["schedulerName"]})

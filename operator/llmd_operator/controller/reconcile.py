@@ -121,6 +121,7 @@ def _reconcile(body: dict) -> Outcome:
     selector = labels.owned_selector(name)
     profiling = bool(llmd.spec.profiling and llmd.spec.profiling.enabled)
     live = {(c["kind"], c["metadata"]["name"]): c for c in kube.list_children(namespace, selector, profiling)}
+    planned_before = status.find_condition(body.get("status"), "Planned")
     conditions = []
     scheduler_ref = None
     # conditions whose writer no longer runs for this deployment: removed rather than left as they last were
@@ -142,23 +143,22 @@ def _reconcile(body: dict) -> Outcome:
         # An impossible plan builds nothing: no half-built children, and the numbers in the condition.
         # What an earlier plan built keeps serving; status counts it, and says it is the earlier plan.
         outcome.problem = str(error)
-        running = [c for (kind, _), c in live.items() if kind == "Deployment"]
-        still = status.still_serving(running)
+        still = status.still_serving([c for (kind, _), c in live.items() if kind == "Deployment"])
+        serving = (f"; the last plan that fit keeps serving, {still['ready']} replicas ready "
+                   "(status.plan and status.pools describe it)") if still else ""
         conditions += [
             status.condition("Planned", False, "PlanImpossible", outcome.problem, generation),
-            status.condition("Ready", False, "PlanImpossible", outcome.problem + (f"; {still['note']}" if still else ""),
-                             generation),
+            status.condition("Ready", False, "PlanImpossible", outcome.problem + serving, generation),
         ]
 
         def impossible(current: dict) -> dict:
-            counts = {k: v for k, v in still.items() if k != "note"} if still else {}
-            return {"observedGeneration": generation, **counts,
+            return {"observedGeneration": generation, **still,
                     "conditions": status.merge_conditions(current.get("conditions"), conditions, gone)}
 
-        told = next((c for c in (body.get("status") or {}).get("conditions") or [] if c.get("type") == "Planned"), {})
         if kube.write_status(llmdeployment, body, impossible):
             outcome.status_changed = True
-            if (told.get("reason"), told.get("message")) != ("PlanImpossible", outcome.problem):  # not on each count
+            if (planned_before.get("reason"), planned_before.get("message")) != ("PlanImpossible", outcome.problem):
+                # once per problem, not on each change of the counts
                 outcome.events.append(("Warning", "PlanImpossible", outcome.problem))
         return outcome
     outcome.plan = plan
@@ -226,8 +226,7 @@ def _reconcile(body: dict) -> Outcome:
                  (("created", outcome.created), ("updated", outcome.updated), ("removed", outcome.pruned)) if items]
         outcome.events.append(("Normal", "Applied", "; ".join(parts)))
     announcement = status.plan_message(plan)
-    reported_before = next((c.get("message", "") for c in (body.get("status") or {}).get("conditions") or []
-                            if c.get("type") == "Planned" and c.get("status") == "True"), "")
+    reported_before = planned_before.get("message", "") if planned_before.get("status") == "True" else ""
     if meta["uid"] not in _announced and (reported_before == announcement or reported_before.startswith(announcement + "; ")):
         _announced[meta["uid"]] = announcement  # an earlier run of the operator (a restart, a new leader) told it
     if _announced.get(meta["uid"]) != announcement:
@@ -290,12 +289,12 @@ def scheduler_status(body: dict, naming: list[dict] | None = None) -> dict | Non
         found = next(given, None)
         if found is None:
             found = deployments_naming(meta["name"])
-        users = []
-        for item in found:
-            ns = item["metadata"]["namespace"]
-            local = ns == meta["namespace"]
-            if local or (meta["namespace"] == CONFIG.home_namespace and not _has_local_scheduler(ns, meta["name"])):
-                users.append(f"{ns}/{item['metadata']['name']}")
+        # a shared scheduler (home namespace) serves the namespaces without a same-named one of their own
+        shared = meta["namespace"] == CONFIG.home_namespace
+        shadowed = _namespaces_with_scheduler(meta["name"]) if shared else set()
+        users = [f"{item['metadata']['namespace']}/{item['metadata']['name']}" for item in found
+                 if item["metadata"]["namespace"] == meta["namespace"]
+                 or (shared and item["metadata"]["namespace"] not in shadowed)]
         conditions = status.merge_conditions(current.get("conditions"), [
             status.condition("Ready", True, "Accepted", f"used by {len(users)} LLMDeployment(s)", meta.get("generation"))])
         return {"observedGeneration": meta.get("generation"), "conditions": conditions,
@@ -304,5 +303,5 @@ def scheduler_status(body: dict, naming: list[dict] | None = None) -> dict | Non
     return kube.write_status(inferencescheduler, body, usage)
 
 
-def _has_local_scheduler(namespace: str, name: str) -> bool:
-    return any(s["metadata"]["namespace"] == namespace and s["metadata"]["name"] == name for s in kube.list_schedulers())
+def _namespaces_with_scheduler(name: str) -> set[str]:
+    return {s["metadata"]["namespace"] for s in kube.list_schedulers() if s["metadata"]["name"] == name}

@@ -24,6 +24,11 @@ def condition(type_: str, ok: bool | None, reason: str, message: str, generation
     }
 
 
+def find_condition(status_: dict | None, type_: str) -> dict:
+    """The condition of this type in a status, or {}."""
+    return next((c for c in (status_ or {}).get("conditions") or [] if c.get("type") == type_), {})
+
+
 def merge_conditions(old: list[dict], new: list[dict], drop: tuple[str, ...] = ()) -> list[dict]:
     """New conditions replace old ones of the same type; lastTransitionTime moves only when status changes.
     `drop`: types that no longer apply (their writer stopped), removed."""
@@ -95,16 +100,14 @@ def pool_status(plan: DeploymentPlan, workloads: list[dict]) -> list[dict]:
     return pools
 
 
-def still_serving(workloads: list[dict]) -> dict | None:
+def still_serving(workloads: list[dict]) -> dict:
     """While a changed spec cannot be planned, the Deployments the last plan that fit built keep serving:
-    their counts, and a note saying so (status.plan and status.pools still describe that plan)."""
+    their counts ({} when there are none; status.plan and status.pools still describe that plan)."""
     if not workloads:
-        return None
+        return {}
     desired = sum(w["spec"].get("replicas") or 0 for w in workloads)
     ready = sum((w.get("status") or {}).get("readyReplicas") or 0 for w in workloads)
-    return {"ready": f"{ready}/{desired}", "readyReplicas": ready, "replicas": desired,
-            "note": f"the last plan that fit keeps serving, {ready}/{desired} replicas ready "
-                    "(status.plan and status.pools describe it)"}
+    return {"ready": f"{ready}/{desired}", "readyReplicas": ready, "replicas": desired}
 
 
 def readiness(pools: list[dict], workloads: list[dict], pods: list[dict]) -> tuple[bool, str, str]:

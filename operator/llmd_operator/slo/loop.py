@@ -194,13 +194,12 @@ def _decide_and_act(item: Managed, snapshot, objective_values: dict[str, float],
     pods = kube.list_pods(namespace, selector)
     from ..render.placement import node_affinity_terms  # noqa: PLC0415
 
-    uses_spot = any(p.spot.max_spot_ratio > 0 for p in item.plan.pools)
-    spot_ok, spot_why = True, ""
-    if uses_spot:  # a deployment that never runs on spot has nothing to fall back from
+    spot_ok, spot_why = None, ""  # None: a deployment that never runs on spot has nothing to fall back from
+    if any(p.spot.max_spot_ratio > 0 for p in item.plan.pools):
         spot_nodes = node_affinity_terms(catalog, CONFIG.capacity_convention, item.plan.gpu.product, "spot")
         spot_ok, spot_why = policy_inputs.spot_health(pods, nodes, catalog.conventions["interruption_taints"], now_s,
                                                       spot_node_expressions=spot_nodes)
-    spec = policy_inputs.policy_spec(item.llmd, item.scheduler, item.plan, spot_ok, interval)
+    spec = policy_inputs.policy_spec(item.llmd, item.scheduler, item.plan, spot_ok is not False, interval)
     fleet = policy_inputs.observation(snapshot, namespace, name, item.plan, workloads, now_s, interval,
                                       objective_values, demand)
     profile, profile_note = capacity_profile(item)
@@ -209,8 +208,7 @@ def _decide_and_act(item: Managed, snapshot, objective_values: dict[str, float],
     decision, state = decide(algorithm, fleet, spec, profile, state)
     _memory[uid] = (decision.policy, state, now_s)
     changes = _actuate(namespace, name, decision, workloads)
-    _record(item, decision, state, changes, (spot_ok if uses_spot else None), spot_why, snapshot, profile_note, now_s,
-            old_status)
+    _record(item, decision, state, changes, spot_ok, spot_why, snapshot, profile_note, now_s, old_status)
     return {"deployment": f"{namespace}/{name}", "policy": policy_name(algorithm), "changes": changes,
             "reason": decision.reason, "held": decision.held_for_missing_metrics}
 
@@ -278,12 +276,8 @@ def _record(item: Managed, decision, state, changes, spot_ok, spot_why, snapshot
     metrics.BUDGET_LIMITED.labels(namespace, name).set(1 if decision.budget_limited else 0)
     if changes:
         kube.post_event(item.body, "Normal", "Scaled", f"{'; '.join(changes)}: {decision.reason or 'capacity-type split changed'}")
-    if spot_ok is False and (old_status_condition(old_status, "SpotFallback") != "True"):
+    if spot_ok is False and status.find_condition(old_status, "SpotFallback").get("status") != "True":
         kube.post_event(item.body, "Warning", "SpotFallback", spot_why)
-
-
-def old_status_condition(old_status: dict, kind: str) -> str | None:
-    return next((c.get("status") for c in old_status.get("conditions") or [] if c.get("type") == kind), None)
 
 
 def _total(decision, attribute: str) -> int:
