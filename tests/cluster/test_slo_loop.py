@@ -123,6 +123,10 @@ def test_load_steps_resize_the_pool_and_missing_metrics_hold_it(closed_loop, nam
     # every objective is scored, the calculator's too (one objective without a value leaves no scores)
     scores = wait_for(lambda: get_json("llmd", "loop", "-n", namespace)["status"].get("sloScores"), 60, "SLO scores")
     assert set(scores) == {"ttft_p95", "itl_p95", "e2e_p50"} and scores["e2e_p50"] < 0, scores
+    series = f'deployment="loop",namespace="{namespace}"'
+    exported = closed_loop["operator"].metrics()
+    assert f'llmd_slo_score{{{series},objective="e2e_p50"}}' in exported
+    assert f"llmd_metrics_available{{{series}}} 1.0" in exported
     low = sum(pool(namespace).values())
     assert low >= 1
 
@@ -164,5 +168,9 @@ def test_load_steps_resize_the_pool_and_missing_metrics_hold_it(closed_loop, nam
         return cond if cond.get("status") == "False" else None
     cond = wait_for(missing, 60, "MetricsAvailable=False once Prometheus is gone")
     assert "Prometheus" in cond["message"] and "holding replicas" in cond["message"]
+    # no score frozen at the last reading for a burn-rate alert to average; the metric says the loop is blind
+    exported = closed_loop["operator"].metrics()
+    assert f"llmd_metrics_available{{{series}}} 0.0" in exported
+    assert f"llmd_slo_score{{{series}" not in exported and f"llmd_slo_attainment{{{series}" not in exported
     time.sleep(10)  # several loop intervals: nothing may move while blind
     assert pool(namespace) == held

@@ -394,6 +394,7 @@ def test_prometheus_rule_alerts(helm):
     assert "offset 24h" in alerts["CostAnomalyDetected"]["expr"] and "llm_cost_total" in alerts["CostAnomalyDetected"]["expr"]
     assert "llmd_slo_attainment" in alerts["LLMDeploymentSLOFastBurn"]["expr"]
     assert "llmd_budget_limited" in alerts["LLMDeploymentBudgetLimited"]["expr"]
+    assert "llmd_metrics_available" in alerts["LLMDeploymentMetricsMissing"]["expr"]
 
     known = operator_metric_names() | {"DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_FB_FREE", "DCGM_FI_DEV_FB_USED"}
     operations = (ROOT / "docs" / "operations.md").read_text() if (ROOT / "docs" / "operations.md").exists() else ""

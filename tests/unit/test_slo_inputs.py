@@ -143,6 +143,33 @@ def test_cost_counter_integrates_dollars_per_hour_over_time():
     assert 'llm_cost_total{deployment="chat",namespace="team"}' in generate_latest(registry).decode()
 
 
+def test_slo_series_report_only_what_the_last_tick_measured():
+    """A removed objective's score goes; while Prometheus is unreachable no score or attainment is
+    exported (a burn-rate alert would average the last good reading), and llmd_metrics_available says 0."""
+    from prometheus_client import generate_latest
+
+    from llmd_operator.controller import metrics
+
+    def exported() -> str:
+        return "\n".join(line for line in generate_latest().decode().splitlines()
+                         if 'deployment="metrics-test"' in line and not line.startswith("#"))
+
+    metrics.record_readings("team", "metrics-test", {"ttft_p95": -0.4, "itl_p95": 0.2}, False, True)
+    assert 'objective="itl_p95"' in exported() and 'objective="ttft_p95"' in exported()
+    assert 'llmd_slo_attainment{deployment="metrics-test",namespace="team"} 0.5' in exported()
+    assert 'llmd_metrics_available{deployment="metrics-test",namespace="team"} 1.0' in exported()
+
+    metrics.record_readings("team", "metrics-test", {"ttft_p95": -0.3}, False, True)   # itl objective removed
+    assert 'objective="itl_p95"' not in exported() and 'objective="ttft_p95"' in exported()
+    assert 'llmd_slo_attainment{deployment="metrics-test",namespace="team"} 1.0' in exported()
+
+    metrics.record_readings("team", "metrics-test", {}, False, False)                 # Prometheus gone
+    assert "llmd_slo_score" not in exported() and "llmd_slo_attainment" not in exported()
+    assert 'llmd_metrics_available{deployment="metrics-test",namespace="team"} 0.0' in exported()
+    metrics.forget("team", "metrics-test")
+    assert exported() == ""
+
+
 @pytest.mark.parametrize("old, new, differs", [
     ({"ready": "1/1", "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "a"}]},
      {"conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "b"}]}, False),  # timestamps alone

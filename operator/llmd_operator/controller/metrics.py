@@ -68,6 +68,9 @@ BUDGET_LIMITED = Gauge("llmd_budget_limited", "1 when a cost constraint holds a 
                        ["namespace", "deployment"])
 SLO_ATTAINMENT = Gauge("llmd_slo_attainment", "Share of objectives met at the last evaluation (0..1)",
                        ["namespace", "deployment"])
+METRICS_AVAILABLE = Gauge("llmd_metrics_available",
+                          "1 when the SLO loop read current vLLM metrics for a deployment at its last tick, 0 while "
+                          "it holds replicas for lack of them", ["namespace", "deployment"])
 
 
 def record_pools(namespace: str, name: str, pools: list[dict], cost_per_hour: float | None) -> None:
@@ -82,8 +85,29 @@ def record_pools(namespace: str, name: str, pools: list[dict], cost_per_hour: fl
         COST_TOTAL.set_rate(namespace, name, cost_per_hour)
 
 
-PER_DEPLOYMENT = (DECISIONS, SLO_SCORE, POOL_REPLICAS, COST_PER_HOUR, BUDGET_LIMITED, SLO_ATTAINMENT)
-LOOP_READINGS = (SLO_SCORE, SLO_ATTAINMENT, BUDGET_LIMITED)
+def record_readings(namespace: str, name: str, scores: dict[str, float], budget_limited: bool,
+                    metrics_available: bool) -> None:
+    """One SLO loop tick's readings. Scores come for every objective or for none: without current
+    metrics the score and attainment series go (llmd_metrics_available says why), so burn-rate alerts
+    and dashboards average only what was measured, never a value frozen at the last good reading."""
+    METRICS_AVAILABLE.labels(namespace, name).set(1 if metrics_available else 0)
+    BUDGET_LIMITED.labels(namespace, name).set(1 if budget_limited else 0)
+    # set first, then drop what is no longer scored: a scrape in between sees no gap
+    for objective, value in scores.items():
+        SLO_SCORE.labels(namespace, name, objective).set(value)
+    for sample in [s for family in SLO_SCORE.collect() for s in family.samples]:
+        labels = sample.labels
+        if (labels["namespace"], labels["deployment"]) == (namespace, name) and labels["objective"] not in scores:
+            SLO_SCORE.remove(namespace, name, labels["objective"])
+    if scores:
+        SLO_ATTAINMENT.labels(namespace, name).set(sum(1 for v in scores.values() if v <= 0) / len(scores))
+    else:
+        SLO_ATTAINMENT.remove_by_labels({"namespace": namespace, "deployment": name})
+
+
+PER_DEPLOYMENT = (DECISIONS, SLO_SCORE, POOL_REPLICAS, COST_PER_HOUR, BUDGET_LIMITED, SLO_ATTAINMENT,
+                  METRICS_AVAILABLE)
+LOOP_READINGS = (SLO_SCORE, SLO_ATTAINMENT, BUDGET_LIMITED, METRICS_AVAILABLE)
 
 
 def forget(namespace: str, name: str) -> None:

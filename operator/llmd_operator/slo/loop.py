@@ -240,7 +240,8 @@ def _record(item: Managed, decision, state, changes, spot_ok, spot_why, snapshot
     meta = item.body["metadata"]
     namespace, name, generation = meta["namespace"], meta["name"], meta.get("generation")
     conditions = []
-    if decision.held_for_missing_metrics or not snapshot.ok:
+    metrics_missing = decision.held_for_missing_metrics or not snapshot.ok
+    if metrics_missing:
         why = snapshot.error or decision.reason
         conditions.append(status.condition("MetricsAvailable", False, "MetricsMissing",
                                            f"holding replicas: {why}", generation))
@@ -268,12 +269,7 @@ def _record(item: Managed, decision, state, changes, spot_ok, spot_why, snapshot
         return {k: v for k, v in new.items() if v is not None}
 
     kube.write_status(llmdeployment, item.body, loop_status)
-    for score_name, value in decision.slo_scores:
-        metrics.SLO_SCORE.labels(namespace, name, score_name).set(value)
-    if decision.slo_scores:
-        met = sum(1 for _, v in decision.slo_scores if v <= 0)
-        metrics.SLO_ATTAINMENT.labels(namespace, name).set(met / len(decision.slo_scores))
-    metrics.BUDGET_LIMITED.labels(namespace, name).set(1 if decision.budget_limited else 0)
+    metrics.record_readings(namespace, name, dict(decision.slo_scores), decision.budget_limited, not metrics_missing)
     if changes:
         kube.post_event(item.body, "Normal", "Scaled", f"{'; '.join(changes)}: {decision.reason or 'capacity-type split changed'}")
     if spot_ok is False and status.find_condition(old_status, "SpotFallback").get("status") != "True":
