@@ -57,7 +57,7 @@ def test_gpu_utilization_reaches_each_pool_from_dcgm_series_that_only_name_the_p
 def test_kv_cache_usage_reads_the_older_vllm_name_too(tmp_path):
     series = [
         {"series": f'vllm:kv_cache_usage_perc{{{POD}, {OURS}}}', "values": "0.25x20"},
-        {"series": f'vllm:gpu_cache_usage_perc{{namespace="team", pod="legacy-0", llm_d_deployment="legacy", llm_d_role="decode"}}',
+        {"series": 'vllm:gpu_cache_usage_perc{namespace="team", pod="legacy-0", llm_d_deployment="legacy", llm_d_role="decode"}',
          "values": "0.75x20"},
     ]
     result = evaluate(tmp_path, series, [{"expr": observe.queries("2m")["kv_usage"][0], "eval_time": "4m", "exp_samples": [

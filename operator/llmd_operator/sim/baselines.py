@@ -76,7 +76,6 @@ class DecidePolicy:
             full = {}
             if cfg.mode == "disaggregated":
                 rp = capacity.prefill_rate_per_replica(profile, mi, slo, tn)
-                rd = capacity.decode_rate_per_replica(profile, mi, mo, slo, tn)
                 full["prefill"] = max(1.0, rp * profile.prompt_prefill_ms(mi, cfg.prefill_chunk_tokens) / 1000 * 2)
                 ctx = mi + mo / 2
                 full["decode"] = max(1.0, float(profile.max_decode_batch(ctx, cfg.itl_slo_s * tn.itl_margin)))
