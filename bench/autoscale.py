@@ -87,6 +87,9 @@ def check_targets(rows: list[dict]) -> dict:
     others_99 = [r for r in rows if r["policy"] not in ("default", "oracle") and r["slo_attainment"] >= 0.99]
     out = {
         "attainment>=0.99": ours["slo_attainment"] >= 0.99,
+        # where some prompts cannot meet the TTFT target on any fleet, the share of the others served
+        "attainable_share": ours.get("attainable_share"),
+        "attainment_of_attainable>=0.99": (ours.get("slo_attainment_of_attainable") or 0.0) >= 0.99,
         "gpu_h<=1.15x_oracle": bool(orc) and ours["gpu_hours"] <= 1.15 * orc["gpu_hours"],
         "gpu_h<=0.6x_static_peak": bool(peak) and ours["gpu_hours"] <= 0.6 * peak["gpu_hours"],
         # ours must reach 99% itself: below it, being cheaper than the policies that do is no win
@@ -177,14 +180,19 @@ def render_table(results: list[dict]) -> str:
     lines.append(f"After warm-up: attainment of the requests arriving after the first {warmup_min:g} minutes "
                  "(none in shorter runs).")
     lines.append("")
-    lines.append("| trace | rate | ours/oracle | ours/static-peak | >=99% | <=1.15x oracle | <=0.6x static-peak | fewest of those >=99% |")
-    lines.append("|---|---|---:|---:|---|---|---|---|")
+    lines.append("| trace | rate | ours/oracle | ours/static-peak | >=99% | ceiling | >=99% of attainable | "
+                 "<=1.15x oracle | <=0.6x static-peak | fewest of those >=99% |")
+    lines.append("|---|---|---:|---:|---|---:|---|---|---|---|")
     for r in results:
         t = r["targets"]
         if t:
             lines.append(f"| {r['trace'].split('.')[0]} | x{r['rate_multiplier']:g} {r['rate_mode']} | {t['vs_oracle']} | "
-                         f"{t['vs_static_peak']} | {yn(t['attainment>=0.99'])} | {yn(t['gpu_h<=1.15x_oracle'])} | "
+                         f"{t['vs_static_peak']} | {yn(t['attainment>=0.99'])} | {_share(t['attainable_share'])} | "
+                         f"{yn(t['attainment_of_attainable>=0.99'])} | {yn(t['gpu_h<=1.15x_oracle'])} | "
                          f"{yn(t['gpu_h<=0.6x_static_peak'])} | {yn(t['fewest_gpu_h_of_policies_at_99'])} |")
+    lines.append("")
+    lines.append("Ceiling: share of the requests whose prompt alone, on idle replicas, meets the TTFT target; no "
+                 "fleet serves the others in time. \">=99% of attainable\" scores ours on those requests only.")
     return "\n".join(lines)
 
 

@@ -62,6 +62,18 @@ def test_attainment_after_warm_up_scores_only_the_later_requests():
     assert late.completed_after_warmup == 0
 
 
+def test_prompts_no_replica_prefills_in_time_set_the_ceiling_and_the_oracle_stops_at_it():
+    """One prompt in 50 is 110k tokens, over 6 s of prefill on an idle H100 against a 5 s TTFT target:
+    the run says 98% is the most any fleet attains, and the oracle does not buy replicas for them."""
+    reqs = tuple(Request(k * 0.5, 110_000 if k % 50 == 0 else 8000, 200) for k in range(400))
+    tr = Trace("long-prompts", "test", reqs)
+    cfg = config_for(PROFILE, GPU, mode="disaggregated", ttft_slo_s=5.0, itl_slo_s=0.05)
+    oracle = run_policy("oracle", tr, PROFILE, cfg)
+    assert oracle["attainable_share"] == pytest.approx(0.98)
+    assert oracle["slo_attainment"] <= 0.98 and oracle["slo_attainment_of_attainable"] >= 0.99
+    assert oracle["oracle_factor"] < 2
+
+
 def test_static_fleet_gpu_hours_are_replicas_times_time():
     res = simulate_fleet(TRACE, PROFILE, SimConfig(), Static({"monolithic": 4}))
     assert res.gpu_hours == pytest.approx(4 * res.end_s / 3600, rel=1e-6)

@@ -53,6 +53,9 @@ class SimResult:
     met: int = 0
     completed_after_warmup: int = 0
     met_after_warmup: int = 0
+    # requests an idle replica serves within the TTFT target (no fleet size serves the others in time)
+    completed_attainable: int = 0
+    met_attainable: int = 0
     ttfts: list = field(default_factory=list)
     itls: list = field(default_factory=list)
     gpu_hours: float = 0.0
@@ -204,6 +207,15 @@ class Fleet:
             role = "decode" if (self.cfg.mode == "disaggregated" and req.handoff_at >= 0) else self.roles[0]
             self.route(req, role, now)
 
+    def idle_ttft_s(self, input_tokens: int) -> float:
+        """TTFT of a prompt alone on idle replicas: its chunked prefill, and when disaggregated the KV
+        transfer and the decode pool's first step."""
+        if self.cfg.mode != "disaggregated":
+            return self.p.prompt_prefill_ms(input_tokens, self.cfg.chunk_tokens) / 1000.0
+        return (self.p.prompt_prefill_ms(input_tokens, self.cfg.prefill_chunk_tokens) / 1000.0
+                + self.p.kv_bytes_per_token * input_tokens / self.cfg.kv_transfer_bytes_per_s
+                + self.p.decode_step_ms(1, input_tokens) / 1000.0)
+
     # ---- callbacks from replicas ------------------------------------------------------------------
     def on_first_token(self, req: SimRequest, now: float) -> None:
         if not req.ttft_seen:
@@ -229,6 +241,9 @@ class Fleet:
         if req.arrival >= self.cfg.warmup_s:
             self.res.completed_after_warmup += 1
             self.res.met_after_warmup += met
+        if self.idle_ttft_s(req.input) <= self.cfg.ttft_slo_s:
+            self.res.completed_attainable += 1
+            self.res.met_attainable += met
         self.w_itl.append(itl)
         self.w_gen += req.output
         if now > self.res.end_s:

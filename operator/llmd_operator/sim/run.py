@@ -41,6 +41,12 @@ def summarize(name: str, trace: Trace, cfg: SimConfig, res: SimResult, wall_s: f
         "slo_attainment_after_warmup": (round(res.met_after_warmup / res.completed_after_warmup, 5)
                                         if res.completed_after_warmup else None),
         "warmup_s": cfg.warmup_s,
+        # the ceiling: requests whose prompt alone, on idle replicas, fits the TTFT target; no fleet
+        # size serves the others in time (Mooncake's conversation trace: 1.1% of its prompts exceed
+        # ~85k tokens, over 5 s of prefill and KV transfer on one H100)
+        "attainable_share": round(res.completed_attainable / served, 5) if served else 1.0,
+        "slo_attainment_of_attainable": (round(res.met_attainable / res.completed_attainable, 5)
+                                         if res.completed_attainable else None),
         "ttft_p95_s": _round(_pct(res.ttfts, 0.95)),
         "itl_p95_s": _round(_pct(res.itls, 0.95)),
         "ttft_p50_s": _round(_pct(res.ttfts, 0.5)),
@@ -84,7 +90,8 @@ def run_policy(name: str, trace: Trace, profile: CapacityProfile, cfg: SimConfig
 
 
 def _run_oracle(trace: Trace, profile: CapacityProfile, cfg: SimConfig, progress) -> dict:
-    """Bisection on the oracle's global factor for the fewest replicas reaching the goal."""
+    """Bisection on the oracle's global factor for the fewest replicas reaching the goal (99% of the
+    requests that an idle fleet serves within the TTFT target)."""
     t0 = time.perf_counter()
     cache: dict[float, SimResult] = {}
 
@@ -99,7 +106,9 @@ def _run_oracle(trace: Trace, profile: CapacityProfile, cfg: SimConfig, progress
         return cache[f]
 
     def ok(r: SimResult) -> bool:
-        return r.met / max(1, r.requests - r.rejected) >= ATTAINMENT_GOAL
+        # judged on the requests some fleet can serve in time: where prompts exist that no replica
+        # prefills within the TTFT target, more replicas cannot buy them and the search would run to its cap
+        return r.met_attainable / max(1, r.completed_attainable) >= ATTAINMENT_GOAL
 
     lo, hi = 0.5, 1.0
     while not ok(run(hi)) and hi < 8:

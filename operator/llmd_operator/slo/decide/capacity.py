@@ -247,17 +247,44 @@ def prefill_rate_per_replica(profile: CapacityProfile, mean_in: float, slo: SLOT
     return prefill_pool_capacity(profile, 1, mean_in, slo, tuning, correction)
 
 
+def _decode_batch(profile: CapacityProfile, mean_in: float, mean_out: float, slo: SLOTargets,
+                  tuning: Tuning, correction: float, context_scale: float) -> tuple[int, float]:
+    """(largest batch one decode replica runs within the ITL target and its KV cache, its step in s)."""
+    ctx = decode_context(mean_in, mean_out, context_scale)
+    itl_s = slo.itl_p95_s * tuning.itl_margin / correction
+    b = profile.max_decode_batch(ctx, itl_s, kv_context(mean_in, mean_out, context_scale))
+    return b, correction * profile.decode_step_ms(b, ctx) / 1000.0
+
+
 def decode_rate_per_replica(profile: CapacityProfile, mean_in: float, mean_out: float, slo: SLOTargets,
                             tuning: Tuning, correction: float = 1.0, context_scale: float = 1.0) -> float:
     """Requests/s one decode-pool replica serves with its step time within the ITL target."""
     mean_out = max(1.0, mean_out)
-    ctx = decode_context(mean_in, mean_out, context_scale)
-    itl_s = slo.itl_p95_s * tuning.itl_margin / correction
-    b = profile.max_decode_batch(ctx, itl_s, kv_context(mean_in, mean_out, context_scale))
+    b, step_s = _decode_batch(profile, mean_in, mean_out, slo, tuning, correction, context_scale)
     if b <= 0:
         return 0.0
-    step_s = correction * profile.decode_step_ms(b, ctx) / 1000.0
     return b / (mean_out * step_s)
+
+
+def decode_replicas(profile: CapacityProfile, rate: float, mean_in: float, mean_out: float, slo: SLOTargets,
+                    tuning: Tuning, correction: float = 1.0, context_scale: float = 1.0) -> float:
+    """Fractional decode replicas for a request rate: rate / per-replica rate, and room in the pool's KV
+    caches for the spread of the contexts it holds. The pool holds `held` sequences on average, with
+    contexts drawn from a skewed distribution (squared coefficient of variation cv^2), so the tokens
+    held spread by sqrt(held (1 + cv^2)) mean contexts. A pool sized for the mean alone fills its KV
+    caches whenever a few long prompts coincide, and a full cache stops admission: the wait shows in
+    TTFT, not in ITL. `kv_z` such spreads of room are kept."""
+    mean_out = max(1.0, mean_out)
+    b, step_s = _decode_batch(profile, mean_in, mean_out, slo, tuning, correction, context_scale)
+    if b <= 0:
+        return math.inf
+    n = rate * mean_out * step_s / b
+    if tuning.kv_z <= 0:
+        return n
+    held = n * b
+    # in contexts as measured (the batch's own bound above takes the cautious kv_context)
+    per_replica = profile.kv_capacity_tokens / decode_context(mean_in, mean_out, context_scale)
+    return max(n, (held + tuning.kv_z * math.sqrt(held * (1 + tuning.prompt_cv2))) / per_replica)
 
 
 def replicas_for_load(profile: CapacityProfile, mode: str, rate: float, mean_in: float, mean_out: float,
@@ -270,8 +297,7 @@ def replicas_for_load(profile: CapacityProfile, mode: str, rate: float, mean_in:
     if rate <= 0:
         return ({"prefill": 0.0, "decode": 0.0} if mode == "disaggregated" else {"monolithic": 0.0})
     if mode == "disaggregated":
-        d = decode_rate_per_replica(profile, mean_in, mean_out, slo, tuning, correction, context_scale)
         return {"prefill": prefill_replicas(profile, rate, mean_in, slo, tuning, correction),
-                "decode": rate / d if d > 0 else math.inf}
+                "decode": decode_replicas(profile, rate, mean_in, mean_out, slo, tuning, correction, context_scale)}
     m = monolithic_rate_per_replica(profile, mean_in, mean_out, slo, tuning, correction, context_scale)
     return {"monolithic": rate / m if m > 0 else math.inf}
