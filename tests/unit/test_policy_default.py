@@ -324,3 +324,25 @@ def test_prefill_correction_expects_a_loaded_pool_to_queue():
 def test_context_scale_is_bounded(tokens, expected):
     d = run_decode_heavy(tokens)
     assert dict(d.predicted)["context_scale_decode"] == pytest.approx(expected, rel=0.05)
+
+
+def _decode_full(t: float, waiting: float, kv: float = 0.95) -> FleetObservation:
+    """Mooncake-conversation lengths at a load one decode replica holds by the model, but its KV cache is
+    full and requests wait for room: TTFT 12 s over a 5 s target, ITL fine."""
+    pools = (PoolObservation(role="prefill", replicas_on_demand=3, ready_on_demand=3, queue_depth=0.0,
+                             running=2.0, kv_usage=0.05, gpu_util=0.6),
+             PoolObservation(role="decode", replicas_on_demand=1, ready_on_demand=1, queue_depth=waiting,
+                             running=35.0, kv_usage=kv, gpu_util=0.5))
+    return FleetObservation(time_s=t, pools=pools, request_rate=1.0, mean_input_tokens=12000.0,
+                            mean_output_tokens=340.0, ttft_p50_s=4.0, ttft_p95_s=12.0, itl_p50_s=0.015,
+                            itl_p95_s=0.03)
+
+
+def test_a_full_decode_cache_grows_the_decode_pool_not_the_prefill_pool():
+    s = PolicySpec(slo=SLOTargets(5.0, 0.05), constraints=Constraints(default_max_replicas=50))
+    full, _ = decide("default", _decode_full(0.0, waiting=12.0), s, PROFILE, PolicyState())
+    assert full.pool("decode").target >= 2 and full.pool("prefill").target <= 3
+    assert "KV cache 95% full, 12 requests waiting for room" in full.pool("decode").reason
+    # the same TTFT with no one waiting at the decode pool is the prefill pool's to fix
+    blamed, _ = decide("default", _decode_full(0.0, waiting=0.0, kv=0.5), s, PROFILE, PolicyState())
+    assert blamed.pool("prefill").target > 3 and blamed.pool("decode").target == 1

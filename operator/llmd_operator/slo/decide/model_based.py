@@ -9,7 +9,9 @@ Every tick:
 3. correct the capacity profile by observed / predicted latency (bounded, smoothed), per pool; read
    the decode batch's mean context from the KV cache usage (long prompts with short answers spend
    few steps in the batch, so it holds far less context than the mean prompt suggests);
-4. turn the predicted load into replicas per pool with the profile (capacity.replicas_for_load);
+4. turn the predicted load into replicas per pool with the profile (capacity.replicas_for_load); a
+   decode pool whose KV caches are full with requests waiting grows by one, and the TTFT that wait
+   adds is not read as the prefill pool's;
 5. scale up at once; scale down only when N-1 replicas would still run below `scale_down_margin` of
    their SLO capacity at the load seen now AND the prediction allows it, at most `max_scale_down_step`
    of the pool per decision, not within the cooldown;
@@ -132,7 +134,7 @@ def _update_context_scale(obs: FleetObservation, spec: PolicySpec, state: Policy
 
 def _update_correction(obs: FleetObservation, spec: PolicySpec, state: PolicyState,
                        profile: CapacityProfile, slo: SLOTargets,
-                       scales: dict[str, float]) -> dict[str, float]:
+                       scales: dict[str, float], decode_full: bool = False) -> dict[str, float]:
     """Observed / predicted latency per pool, bounded and smoothed (as Dynamo's correction factors):
     the observed median (per-request mean ITL; TTFT) against the model's mean step / prefill time at
     the load the pool carries now. Medians, not p95s: the model predicts means; the SLO margins in
@@ -161,7 +163,8 @@ def _update_correction(obs: FleetObservation, spec: PolicySpec, state: PolicySta
             # only a loaded pool says something about capacity at the SLO edge
             if math.isfinite(step) and step > tn.correction_min_load * slo.itl_p95_s * 1000:
                 ratio = obs.itl_p50_s * 1000 / step
-        elif p.role == "prefill" and tn.prefill_correction and _finite(obs.ttft_p50_s) and obs.ttft_p50_s > 0:
+        elif (p.role == "prefill" and tn.prefill_correction and not decode_full
+              and _finite(obs.ttft_p50_s) and obs.ttft_p50_s > 0):
             # the median TTFT the model predicts at the load the pool carries now: prefill, KV
             # transfer, and the median wait in the pool's queue (a loaded pool queues prompts even
             # when the model is right; leaving the wait out would read it as a slow profile)
@@ -216,7 +219,8 @@ def decide(obs: FleetObservation, spec: PolicySpec, profile: CapacityProfile | N
     rate, mean_in, mean_out = predict(state.history, obs.time_s, spec)
     slo = effective_slo(spec, mean_out)
     scales = _update_context_scale(obs, spec, state, profile)
-    corr = _update_correction(obs, spec, state, profile, slo, scales)
+    decode_full = _decode_cache_full(obs, tn)
+    corr = _update_correction(obs, spec, state, profile, slo, scales, decode_full)
     mode = obs.mode
     prefill_in = prefill_prompt_length(state.history, mean_in, tn)
     targets, reasons, actions = {}, {}, {}
@@ -245,8 +249,13 @@ def decide(obs: FleetObservation, spec: PolicySpec, profile: CapacityProfile | N
             continue
         # SLO already violated: the model is optimistic right now; add what the overshoot says
         over = _overshoot(obs, p.role, slo)
+        if decode_full and p.role == "prefill":
+            over = 0.0        # the TTFT over target is the wait for decode admission, not prefill
         if over > 1.0:
             need = max(need, now_need * min(tn.overload_boost_max, over), p.ready + 1)
+        if decode_full and p.role == "decode":
+            # requests wait for room in full KV caches: TTFT grows while ITL looks fine
+            need = max(need, p.ready + 1)
         want = max(0, math.ceil(need - 1e-9))
         # spare capacity against spot interruptions: the replicas that will run on spot, times the
         # share we keep in reserve (itself on spot, so cheap); a lost node then costs no SLO
@@ -280,7 +289,9 @@ def decide(obs: FleetObservation, spec: PolicySpec, profile: CapacityProfile | N
             reasons[p.role] = (f"{p.role} {cur}->{want}: {latency}predicted {fmt_rate(rate)} req/s, "
                                f"{fmt_rate(tokens)} {kind} tok/s (correction x{k:.2f})"
                                + (f"; on/off load: ready for the busiest burst of the last "
-                                  f"{tn.bursty_window_s / 60:.0f} min" if for_bursts else ""))
+                                  f"{tn.bursty_window_s / 60:.0f} min" if for_bursts else "")
+                               + (f"; KV cache {p.kv_usage:.0%} full, {p.queue_depth:.0f} requests waiting for room"
+                                  if decode_full and p.role == "decode" else ""))
         elif want < cur:
             since = max(state.last_scale_up_s.get(p.role, -1e18), state.last_scale_down_s.get(p.role, -1e18),
                         state.extra.get("first_seen_s", obs.time_s))
@@ -325,6 +336,13 @@ def _bursty(rates: list[list[float]], tn) -> bool:
         return False
     mean = sum(r[1] for r in rates) / len(rates)
     return mean > 0 and max(r[1] for r in rates) >= tn.bursty_peak_to_mean * mean
+
+
+def _decode_cache_full(obs: FleetObservation, tn) -> bool:
+    """A decode pool whose KV caches are full with requests waiting for room: TTFT includes that wait,
+    so it is the decode pool's to fix, and says nothing about the prefill pool's speed."""
+    return any(p.role == "decode" and p.ready > 0 and _finite(p.kv_usage) and p.kv_usage >= tn.decode_kv_full
+               and _finite(p.queue_depth) and p.queue_depth >= 1 for p in obs.pools)
 
 
 def _overshoot(obs: FleetObservation, role: str, slo: SLOTargets) -> float:

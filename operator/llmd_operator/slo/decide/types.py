@@ -214,6 +214,7 @@ class Tuning:
     # (capacity.decode_replicas); 0 sizes for the mean context alone, which let one decode replica
     # fill its cache and stall admission on Mooncake's conversation trace (95.7% -> 98.0% at 1)
     kv_z: float = 1.0
+    decode_kv_full: float = 0.9          # mean KV usage of a decode pool with requests waiting: full
     chunk_tokens: int = 2048             # monolithic chunked-prefill token budget per step
     prefill_chunk_tokens: int = 8192     # prefill pool token budget per step
     kv_transfer_bytes_per_s: float = 25e9
