@@ -41,6 +41,16 @@ def test_one_request_on_an_idle_replica_takes_the_profile_times():
     assert res.itls[0] == pytest.approx(PROFILE.decode_step_ms(1, 1050) / 1000, rel=0.01)
 
 
+@pytest.mark.parametrize("arrival", [0.0, 25.0])
+def test_a_lone_prompt_hands_over_to_decode_when_its_prefill_ends_not_at_the_next_tick(arrival):
+    tr = Trace("one", "test", (Request(arrival, 8000, 100),))
+    cfg = SimConfig(mode="disaggregated", ttft_slo_s=5.0)
+    res = simulate_fleet(tr, PROFILE, cfg, Static({"prefill": 1, "decode": 1}))
+    alone = (PROFILE.prompt_prefill_ms(8000, cfg.prefill_chunk_tokens) / 1000
+             + PROFILE.kv_bytes_per_token * 8000 / cfg.kv_transfer_bytes_per_s)
+    assert alone < res.ttfts[0] < alone + 0.02
+
+
 def test_a_fleet_far_too_small_misses_the_slo_and_a_big_one_meets_it():
     small = simulate_fleet(TRACE, PROFILE, SimConfig(), Static({"monolithic": 1}))
     big = simulate_fleet(TRACE, PROFILE, SimConfig(), Static({"monolithic": 6}))

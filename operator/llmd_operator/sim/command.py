@@ -41,7 +41,8 @@ class Duration(click.ParamType):
 
 def _table(summary: dict) -> str:
     keys = ["policy", "requests", "gpu_hours", "cost_usd", "cost_on_demand_usd", "slo_attainment",
-            "slo_attainment_after_warmup", "ttft_p95_s", "itl_p95_s", "scale_events", "rate_note", "sim_wall_s"]
+            "slo_attainment_after_warmup", "attainable_share", "slo_attainment_of_attainable", "ttft_p95_s",
+            "itl_p95_s", "scale_events", "rate_note", "sim_wall_s"]
     w = max(len(k) for k in keys)
     return "\n".join(f"{k:<{w}}  {summary.get(k)}" for k in keys)
 

@@ -342,6 +342,11 @@ def simulate_fleet(trace: Trace, profile: CapacityProfile, cfg: SimConfig, polic
                 for r in fleet.replicas[role]:
                     if r.state in ("ready", "draining"):
                         r.advance(t, fleet)
+                # prompts the prefill pool finished since its last event hand over at their own times,
+                # before the decode pool's clock moves to the tick (else they would wait for the tick)
+                while role == "prefill" and fleet.handoffs and fleet.handoffs[0][0] <= t:
+                    when, _, req = heapq.heappop(fleet.handoffs)
+                    fleet.route(req, "decode", when)
             fleet._reap(t)
             for role in fleet.roles:
                 fleet.reconcile(role, t)

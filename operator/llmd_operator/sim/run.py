@@ -42,7 +42,7 @@ def summarize(name: str, trace: Trace, cfg: SimConfig, res: SimResult, wall_s: f
                                         if res.completed_after_warmup else None),
         "warmup_s": cfg.warmup_s,
         # the ceiling: requests whose prompt alone, on idle replicas, fits the TTFT target; no fleet
-        # size serves the others in time (Mooncake's conversation trace: 1.1% of its prompts exceed
+        # size serves the others in time (Mooncake's conversation trace: 1.0% of its prompts exceed
         # ~85k tokens, over 5 s of prefill and KV transfer on one H100)
         "attainable_share": round(res.completed_attainable / served, 5) if served else 1.0,
         "slo_attainment_of_attainable": (round(res.met_attainable / res.completed_attainable, 5)
