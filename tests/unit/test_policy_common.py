@@ -127,6 +127,18 @@ def test_scale_to_zero_after_idle_time_and_back_on_demand(policy):
     assert d.pools[0].target == 1 and "demand" in d.reason
 
 
+@pytest.mark.parametrize("policy", POLICIES)
+def test_a_loop_that_cannot_see_never_scales_to_zero(policy):
+    """Prometheus unreachable: no rate, nothing running reported. That is not idleness."""
+    s = spec(default_min_replicas=0, scale_to_zero_idle_s=300.0)
+    st = PolicyState()
+    for t in (0, 120, 240, 330, 600):
+        blind = obs(t=float(t), n=2, pools=(pool(2, running=None, queue=None, util=None, kv=None),),
+                    rate=math.nan, ttft=None, itl=None, metrics_fresh=False)
+        d, st = decide(policy, blind, s, PROFILE, st)
+        assert d.pools[0].target == 2 and d.held_for_missing_metrics
+
+
 @pytest.mark.parametrize("ratio,expected_spot", [(0.0, 0), (0.5, 3), (0.8, 5), (1.0, 7)])
 def test_spot_share_respects_max_spot_ratio(ratio, expected_spot):
     o = obs(rate=130.0, n=7, ttft=0.2, itl=0.03, pools=(pool(7, running=200),))

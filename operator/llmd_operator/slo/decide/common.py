@@ -101,9 +101,12 @@ def current_counts(obs: FleetObservation) -> dict[str, int]:
 
 
 def idle_now(obs: FleetObservation) -> bool:
-    rate = obs.request_rate if _finite(obs.request_rate) else 0.0
+    """Known to be idle: a current, finite request rate of 0 and nothing running or queued. Missing,
+    stale or NaN metrics are not idleness: a loop that cannot see must not scale to zero."""
+    if not obs.metrics_fresh or not _finite(obs.request_rate):
+        return False
     busy = sum((p.running or 0) + (p.queue_depth or 0) for p in obs.pools)
-    return rate <= 0 and busy <= 0
+    return obs.request_rate <= 0 and busy <= 0
 
 
 def scale_to_zero(obs: FleetObservation, spec: PolicySpec, state: PolicyState,
