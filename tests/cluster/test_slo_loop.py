@@ -124,9 +124,10 @@ def test_load_steps_resize_the_pool_and_missing_metrics_hold_it(closed_loop, nam
     scores = wait_for(lambda: get_json("llmd", "loop", "-n", namespace)["status"].get("sloScores"), 60, "SLO scores")
     assert set(scores) == {"ttft_p95", "itl_p95", "e2e_p50"} and scores["e2e_p50"] < 0, scores
     series = f'deployment="loop",namespace="{namespace}"'
-    exported = closed_loop["operator"].metrics()
+    # the tick records its metrics just after the status write the test saw
+    exported = wait_for(lambda: (lambda m: m if f"llmd_metrics_available{{{series}}} 1.0" in m else None)(
+        closed_loop["operator"].metrics()), 10, "llmd_metrics_available 1")
     assert f'llmd_slo_score{{{series},objective="e2e_p50"}}' in exported
-    assert f"llmd_metrics_available{{{series}}} 1.0" in exported
     low = sum(pool(namespace).values())
     assert low >= 1
 
@@ -169,8 +170,8 @@ def test_load_steps_resize_the_pool_and_missing_metrics_hold_it(closed_loop, nam
     cond = wait_for(missing, 60, "MetricsAvailable=False once Prometheus is gone")
     assert "Prometheus" in cond["message"] and "holding replicas" in cond["message"]
     # no score frozen at the last reading for a burn-rate alert to average; the metric says the loop is blind
-    exported = closed_loop["operator"].metrics()
-    assert f"llmd_metrics_available{{{series}}} 0.0" in exported
+    exported = wait_for(lambda: (lambda m: m if f"llmd_metrics_available{{{series}}} 0.0" in m else None)(
+        closed_loop["operator"].metrics()), 10, "llmd_metrics_available 0")
     assert f"llmd_slo_score{{{series}" not in exported and f"llmd_slo_attainment{{{series}" not in exported
     time.sleep(10)  # several loop intervals: nothing may move while blind
     assert pool(namespace) == held

@@ -124,6 +124,15 @@ def forget_loop_readings(namespace: str, name: str) -> None:
         family.remove_by_labels({"namespace": namespace, "deployment": name})
 
 
+def keep_loop_readings_of(deployments: set[tuple[str, str]]) -> None:
+    """The SLO loop's readings only for the (namespace, deployment)s it sizes now: one deleted or handed
+    back while a tick was recording it loses its series at the next tick instead of keeping them."""
+    for family in LOOP_READINGS:
+        gone = {(s.labels["namespace"], s.labels["deployment"]) for f in family.collect() for s in f.samples} - deployments
+        for namespace, name in gone:
+            family.remove_by_labels({"namespace": namespace, "deployment": name})
+
+
 def forget_all_deployments() -> None:
     """A replica that stops being the active peer reports nothing per deployment: the active one does,
     and dashboards and alerts take the max over replicas."""

@@ -125,6 +125,7 @@ def tick(prometheus, catalog, now_s: float | None = None) -> list[dict]:
     """One pass over every managed deployment. Returns what it decided, for logs and tests."""
     now_s = time.time() if now_s is None else now_s
     managed = managed_deployments(catalog)
+    metrics.keep_loop_readings_of({(m.body["metadata"]["namespace"], m.body["metadata"]["name"]) for m in managed})
     if not managed:
         return []
     snapshot = observe.take_snapshot(prometheus, CONFIG.metrics_window) if prometheus else observe.Snapshot(ok=False, error="no --prometheus-url given")
