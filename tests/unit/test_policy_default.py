@@ -1,5 +1,7 @@
 """The default (model-based, cost-aware) policy on tables of observations."""
 
+from dataclasses import replace
+
 import pytest
 
 from llmd_operator.slo.decide import (Constraints, FleetObservation, PolicySpec, PolicyState, PoolObservation,
@@ -346,3 +348,21 @@ def test_a_full_decode_cache_grows_the_decode_pool_not_the_prefill_pool():
     # the same TTFT with no one waiting at the decode pool is the prefill pool's to fix
     blamed, _ = decide("default", _decode_full(0.0, waiting=0.0, kv=0.5), s, PROFILE, PolicyState())
     assert blamed.pool("prefill").target > 3 and blamed.pool("decode").target == 1
+
+
+def test_a_decode_pool_does_not_shrink_back_into_a_full_cache():
+    """Two decode replicas at 50% of their KV caches: the model says one serves the load, but one would
+    hold its cache full, so the pool holds."""
+    s = PolicySpec(slo=SLOTargets(5.0, 0.05), constraints=Constraints(default_max_replicas=50))
+    pools = (PoolObservation(role="prefill", replicas_on_demand=3, ready_on_demand=3, queue_depth=0.0,
+                             running=2.0, kv_usage=0.05, gpu_util=0.6),
+             PoolObservation(role="decode", replicas_on_demand=2, ready_on_demand=2, queue_depth=0.0,
+                             running=30.0, kv_usage=0.5, gpu_util=0.5))
+    quiet = FleetObservation(time_s=600.0, pools=pools, request_rate=0.2, mean_input_tokens=12000.0,
+                             mean_output_tokens=340.0, ttft_p50_s=1.0, ttft_p95_s=2.0, itl_p50_s=0.015,
+                             itl_p95_s=0.03)
+    d, _ = decide("default", quiet, s, PROFILE, PolicyState(extra={"first_seen_s": 0.0}))
+    assert d.pool("decode").target == 2 and "1 would hold their KV caches 100% full" in d.pool("decode").reason
+    roomy = replace(quiet, pools=(pools[0], replace(pools[1], kv_usage=0.2)))
+    d, _ = decide("default", roomy, s, PROFILE, PolicyState(extra={"first_seen_s": 0.0}))
+    assert d.pool("decode").target == 1
