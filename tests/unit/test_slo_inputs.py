@@ -175,6 +175,23 @@ def test_slo_series_report_only_what_the_last_tick_measured():
     assert exported() == ""
 
 
+def test_a_deleted_deployment_stays_forgotten_by_reconciles_of_older_copies():
+    """A reconcile queued before the DELETED event, run after it, records nothing: the deleted
+    deployment's replicas and cost series stay gone."""
+    from prometheus_client import generate_latest
+
+    from llmd_operator.controller import metrics, reconcile
+
+    pools = [{"role": "monolithic", "spotReplicas": 0, "onDemandReplicas": 1}]
+    metrics.record_pools("team", "deleted-test", pools, 6.88)
+    assert 'deployment="deleted-test"' in generate_latest().decode()
+    reconcile.forget("uid-deleted-test", "team", "deleted-test")
+    older_copy = {"metadata": {"uid": "uid-deleted-test", "namespace": "team", "name": "deleted-test",
+                               "generation": 1}, "spec": {}}
+    reconcile.reconcile(older_copy)
+    assert 'deployment="deleted-test"' not in generate_latest().decode()
+
+
 @pytest.mark.parametrize("old, new, differs", [
     ({"ready": "1/1", "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "a"}]},
      {"conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "b"}]}, False),  # timestamps alone

@@ -127,9 +127,8 @@ def llmdeployment_seen(event, body, **_) -> None:
     if event.get("type") == "DELETED":
         from ..slo import loop  # noqa: PLC0415
 
-        reconcile.forget(body["metadata"]["uid"])
+        reconcile.forget(body["metadata"]["uid"], body["metadata"]["namespace"], body["metadata"]["name"])
         loop.forget(body["metadata"]["uid"])
-        metrics.forget(body["metadata"]["namespace"], body["metadata"]["name"])
     if event.get("type") not in ("ADDED", "DELETED") or not (body.get("spec") or {}).get("schedulerName"):
         return
     _recount({body["spec"]["schedulerName"]})

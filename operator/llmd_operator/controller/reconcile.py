@@ -25,6 +25,10 @@ from .config import CONFIG
 log = logging.getLogger("llmd_operator.reconcile")
 _owner_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
 _announced: dict[str, str] = {}  # uid -> the plan last announced in an event
+# uid -> when its DELETED event came: a reconcile of an older copy, queued or in flight, must not
+# bring back the series forget() removed (kept an hour, far longer than any queue holds a key)
+_deleted: dict[str, float] = {}
+DELETED_KEPT_S = 3600.0
 
 
 @dataclass
@@ -71,10 +75,17 @@ def find_scheduler(llmd: LLMDeployment) -> InferenceScheduler | None:
     return resolve_scheduler(llmd, schedulers(), CONFIG.home_namespace)
 
 
-def forget(uid: str) -> None:
-    """Drop what the operator remembers of an LLMDeployment that is gone."""
+def forget(uid: str, namespace: str, name: str) -> None:
+    """Drop what the operator remembers of an LLMDeployment that is gone, and its metrics. Under its
+    owner lock, so a reconcile in flight finishes (and records) first and none records after."""
+    now = time.monotonic()
+    with _owner_locks[uid]:
+        _deleted[uid] = now
+        metrics.forget(namespace, name)
+        _announced.pop(uid, None)
     _owner_locks.pop(uid, None)
-    _announced.pop(uid, None)
+    for old in [u for u, since in _deleted.items() if now - since > DELETED_KEPT_S]:
+        _deleted.pop(old, None)
 
 
 def owner_reference(body: dict) -> dict:
@@ -94,7 +105,8 @@ def reconcile(body: dict) -> Outcome:
     with _owner_locks[key]:
         started = time.monotonic()
         try:
-            if body["metadata"].get("deletionTimestamp") or kube.namespace_terminating(body["metadata"]["namespace"]):
+            if key in _deleted or body["metadata"].get("deletionTimestamp") \
+                    or kube.namespace_terminating(body["metadata"]["namespace"]):
                 return Outcome()  # garbage collection removes the children; nothing to apply or report
             outcome = _reconcile(body)
             metrics.RECONCILES.labels(kind="LLMDeployment", result="error" if outcome.problem else "ok").inc()

@@ -157,6 +157,8 @@ def _tick_one(item: Managed, prometheus, snapshot, nodes, now_s: float, catalog)
     objective_values, demand = _queries_of_its_own(item, prometheus, snapshot)
     # The same lock as reconcile: the two never write the same status from stale copies.
     with reconcile._owner_locks[item.body["metadata"]["uid"]]:
+        if item.body["metadata"]["uid"] in reconcile._deleted:
+            return {}  # deleted while this tick ran: its series are gone and stay gone
         fresh = kube.get_llmdeployment(item.body["metadata"]["namespace"], item.body["metadata"]["name"])
         if fresh is None or fresh["metadata"].get("generation") != item.body["metadata"].get("generation"):
             return {}  # gone, or its spec changed since this tick planned it: the next tick plans it anew
