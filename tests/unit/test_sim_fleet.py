@@ -51,6 +51,21 @@ def test_a_lone_prompt_hands_over_to_decode_when_its_prefill_ends_not_at_the_nex
     assert alone < res.ttfts[0] < alone + 0.02
 
 
+def test_a_prompt_that_finished_first_is_handed_over_first():
+    """A 100k-token prompt's long KV transfer is still under way when a short prompt on another prefill
+    replica finishes: the short one reaches the decode pool at its own time, not after the long one."""
+    cfg = SimConfig(mode="disaggregated", ttft_slo_s=5.0)
+    long_ready = PROFILE.prompt_prefill_ms(100_000, cfg.prefill_chunk_tokens) / 1000
+    short_alone = (PROFILE.prompt_prefill_ms(8000, cfg.prefill_chunk_tokens) / 1000
+                   + PROFILE.kv_bytes_per_token * 8000 / cfg.kv_transfer_bytes_per_s)
+    # the short prompt arrives just after the long one finished prefill (the arrival that finds it done)
+    tr = Trace("two", "test", (Request(0.0, 100_000, 50), Request(long_ready + 0.01, 8000, 50)))
+    res = simulate_fleet(tr, PROFILE, cfg, Static({"prefill": 2, "decode": 1}))
+    assert res.completed == 2
+    ttfts = sorted(res.ttfts)
+    assert short_alone < ttfts[0] < short_alone + 0.02
+
+
 def test_a_fleet_far_too_small_misses_the_slo_and_a_big_one_meets_it():
     small = simulate_fleet(TRACE, PROFILE, SimConfig(), Static({"monolithic": 1}))
     big = simulate_fleet(TRACE, PROFILE, SimConfig(), Static({"monolithic": 6}))

@@ -373,6 +373,13 @@ def simulate_fleet(trace: Trace, profile: CapacityProfile, cfg: SimConfig, polic
                 break
             continue
         if t == t_hand:
+            # prefill replicas are advanced lazily (on arrivals and ticks): bring them to this moment
+            # first, so a prompt that finished earlier is handed over before this one, not after it
+            for r in fleet.replicas["prefill"]:
+                if r.state in ("ready", "draining") and r.t < t:
+                    r.advance(t, fleet)
+            if fleet.handoffs[0][0] < t:
+                continue
             _, _, req = heapq.heappop(fleet.handoffs)
             fleet.route(req, "decode", t)
             continue
