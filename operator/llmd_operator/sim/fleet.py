@@ -10,6 +10,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
+from ..slo.decide import capacity
 from ..slo.decide.types import FleetObservation, PoolObservation
 from ..slo.profiles import CapacityProfile
 from .engine import Replica, SimRequest
@@ -213,7 +214,7 @@ class Fleet:
         if self.cfg.mode != "disaggregated":
             return self.p.prompt_prefill_ms(input_tokens, self.cfg.chunk_tokens) / 1000.0
         return (self.p.prompt_prefill_ms(input_tokens, self.cfg.prefill_chunk_tokens) / 1000.0
-                + self.p.kv_bytes_per_token * input_tokens / self.cfg.kv_transfer_bytes_per_s
+                + capacity.kv_transfer_s(self.p, input_tokens, self.cfg.kv_transfer_bytes_per_s)
                 + self.p.decode_step_ms(1, input_tokens) / 1000.0)
 
     # ---- callbacks from replicas ------------------------------------------------------------------
@@ -223,7 +224,7 @@ class Fleet:
             self.w_ttft.append(now - req.arrival)
 
     def on_prefilled(self, req: SimRequest, now: float, rep: Replica) -> None:
-        xfer = self.p.kv_bytes_per_token * req.input / self.cfg.kv_transfer_bytes_per_s
+        xfer = capacity.kv_transfer_s(self.p, req.input, self.cfg.kv_transfer_bytes_per_s)
         req.xfer_s = xfer
         req.handoff_at = now + xfer
         self.res.kv_transfer_gb += self.p.kv_bytes_per_token * req.input / 1e9
@@ -337,16 +338,19 @@ def simulate_fleet(trace: Trace, profile: CapacityProfile, cfg: SimConfig, polic
         t = min(t_arr, t_hand, next_tick)
         if t == math.inf:
             break
+        if t in (next_tick, t_hand) and "prefill" in fleet.replicas:
+            # prefill replicas advance lazily, on arrivals: before a tick or a hand-over moves the decode
+            # pool's clock, find the prompts they finished by then, so each hands over at its own time
+            for r in fleet.replicas["prefill"]:
+                if r.state in ("ready", "draining") and r.t < t:
+                    r.advance(t, fleet)
+            if fleet.handoffs and fleet.handoffs[0][0] < t:
+                continue  # an earlier hand-over surfaced: it goes first
         if t == next_tick:
             for role in fleet.roles:
                 for r in fleet.replicas[role]:
                     if r.state in ("ready", "draining"):
                         r.advance(t, fleet)
-                # prompts the prefill pool finished since its last event hand over at their own times,
-                # before the decode pool's clock moves to the tick (else they would wait for the tick)
-                while role == "prefill" and fleet.handoffs and fleet.handoffs[0][0] <= t:
-                    when, _, req = heapq.heappop(fleet.handoffs)
-                    fleet.route(req, "decode", when)
             fleet._reap(t)
             for role in fleet.roles:
                 fleet.reconcile(role, t)
@@ -373,13 +377,6 @@ def simulate_fleet(trace: Trace, profile: CapacityProfile, cfg: SimConfig, polic
                 break
             continue
         if t == t_hand:
-            # prefill replicas are advanced lazily (on arrivals and ticks): bring them to this moment
-            # first, so a prompt that finished earlier is handed over before this one, not after it
-            for r in fleet.replicas["prefill"]:
-                if r.state in ("ready", "draining") and r.t < t:
-                    r.advance(t, fleet)
-            if fleet.handoffs[0][0] < t:
-                continue
             _, _, req = heapq.heappop(fleet.handoffs)
             fleet.route(req, "decode", t)
             continue
