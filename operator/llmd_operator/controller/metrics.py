@@ -95,8 +95,7 @@ def record_readings(namespace: str, name: str, scores: dict[str, float], budget_
     # set first, then drop what is no longer scored: a scrape in between sees no gap
     for objective, value in scores.items():
         SLO_SCORE.labels(namespace, name, objective).set(value)
-    for sample in [s for family in SLO_SCORE.collect() for s in family.samples]:
-        labels = sample.labels
+    for labels in _label_sets(SLO_SCORE):
         if (labels["namespace"], labels["deployment"]) == (namespace, name) and labels["objective"] not in scores:
             SLO_SCORE.remove(namespace, name, labels["objective"])
     if scores:
@@ -128,9 +127,14 @@ def keep_loop_readings_of(deployments: set[tuple[str, str]]) -> None:
     """The SLO loop's readings only for the (namespace, deployment)s it sizes now: one deleted or handed
     back while a tick was recording it loses its series at the next tick instead of keeping them."""
     for family in LOOP_READINGS:
-        gone = {(s.labels["namespace"], s.labels["deployment"]) for f in family.collect() for s in f.samples} - deployments
+        gone = {(labels["namespace"], labels["deployment"]) for labels in _label_sets(family)} - deployments
         for namespace, name in gone:
             family.remove_by_labels({"namespace": namespace, "deployment": name})
+
+
+def _label_sets(family) -> list[dict[str, str]]:
+    """The label sets a metric family exports now (a copy: removing series while reading them is safe)."""
+    return [sample.labels for metric in family.collect() for sample in metric.samples]
 
 
 def forget_all_deployments() -> None:

@@ -222,7 +222,7 @@ def _reconcile(body: dict) -> Outcome:
     }
     metrics.record_pools(namespace, name, pools, cost)
 
-    if not any(p.replicas_owner == "slo-loop" for p in plan.pools):
+    if not plan.sized_by_slo_loop:
         # nothing here is sized by the SLO loop (any more): its conditions and readings no longer apply
         gone += LOOP_CONDITIONS
         planned.update({field_: None for field_ in LOOP_FIELDS})

@@ -105,6 +105,11 @@ class DeploymentPlan:
         costs = [p.cost_per_hour for p in self.pools]
         return None if any(c is None for c in costs) else round(sum(costs), 4)
 
+    @property
+    def sized_by_slo_loop(self) -> bool:
+        """The SLO loop owns the replica count of at least one pool."""
+        return any(p.replicas_owner == "slo-loop" for p in self.pools)
+
     def to_dict(self) -> dict:
         """The plan as `plan --output json` prints it; scripts rely on these keys."""
         return {

@@ -91,7 +91,7 @@ def managed_deployments(catalog) -> list[Managed]:
                                                               scheduler=scheduler.spec if scheduler else None))
         except (ValidationError, PlanError):
             continue  # the reconcile reports these
-        if any(p.replicas_owner == "slo-loop" for p in plan.pools):
+        if plan.sized_by_slo_loop:
             found.append(Managed(body, llmd, scheduler, plan))
     return found
 

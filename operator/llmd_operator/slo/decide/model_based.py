@@ -308,12 +308,12 @@ def decide(obs: FleetObservation, spec: PolicySpec, profile: CapacityProfile | N
                 targets[p.role] = cur
                 reasons[p.role] = (f"{p.role}: holding {cur} ({cur - 1} would run at "
                                    f"{now_need / max(cur - 1, 1):.0%} of SLO capacity)")
-            elif p.role == "decode" and _kv_after_one_less(p) >= tn.decode_kv_full:
+            elif p.role == "decode" and (kv_after := _kv_after_one_less(p)) >= tn.decode_kv_full:
                 # the KV caches as they are now, on one replica fewer: a profile that overstates the
                 # cache would otherwise shrink the pool back into the full cache it just grew out of
                 targets[p.role] = cur
                 reasons[p.role] = (f"{p.role}: holding {cur} ({cur - 1} would hold their KV caches "
-                                   f"{_kv_after_one_less(p):.0%} full)")
+                                   f"{kv_after:.0%} full)")
             else:
                 step = max(1, math.floor(cur * tn.max_scale_down_step))
                 floor_now = math.ceil(now_need / tn.scale_down_margin - 1e-9)
