@@ -4,6 +4,7 @@ operator resizes the pool from what Prometheus says."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -134,8 +135,11 @@ def test_load_steps_resize_the_pool_and_missing_metrics_hold_it(closed_loop, nam
     set_rate(sim_port, 60)  # a load step far above one replica's capacity
     grown = wait_for(lambda: (lambda p: p if sum(p.values()) > low else None)(pool(namespace)), 120,
                      "the pool to grow after the load step")
-    events = kubectl("get", "events", "-n", namespace, "--field-selector", "reason=Scaled").stdout
-    assert "monolithic/" in events
+    events = json.loads(kubectl("get", "events", "-n", namespace, "--field-selector", "reason=Scaled",
+                                "-o", "json").stdout)["items"]
+    # the decision in words first, then the Deployments it moved
+    assert any(re.match(r"monolithic \d+->\d+: .+ \(Deployments: monolithic/(spot|on-demand) \d+->\d+",
+                        e["message"]) for e in events), [e["message"] for e in events]
     itl = 'histogram_quantile(0.95, sum by (le) (rate(vllm:inter_token_latency_seconds_bucket[15s])))'
     wait_for(lambda: (lambda v: v is not None and v <= ITL_TARGET_S)(prometheus.value(itl)), 180,
              "ITL p95 back under 50 ms after scaling up")

@@ -274,7 +274,11 @@ def _record(item: Managed, decision, state, changes, spot_ok, spot_why, snapshot
     kube.write_status(llmdeployment, item.body, loop_status)
     metrics.record_readings(namespace, name, dict(decision.slo_scores), decision.budget_limited, not metrics_missing)
     if changes:
-        kube.post_event(item.body, "Normal", "Scaled", f"{'; '.join(changes)}: {decision.reason or 'capacity-type split changed'}")
+        # the decision in words first (the part a reader needs, and what survives truncation), then
+        # the Deployments it moved per capacity type
+        split = ", ".join(changes)
+        kube.post_event(item.body, "Normal", "Scaled", f"{decision.reason} (Deployments: {split})" if decision.reason
+                        else f"capacity-type split changed: {split}")
     if spot_ok is False and status.find_condition(old_status, "SpotFallback").get("status") != "True":
         kube.post_event(item.body, "Warning", "SpotFallback", spot_why)
 
