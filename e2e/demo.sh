@@ -58,7 +58,7 @@ PIDS+=($!)
 
 echo ">> starting the operator, its SLO loop reading that Prometheus (log: $LOG_DIR/operator.log)" >&2
 "$VENV/bin/llmd-operator" run --namespace "$NAMESPACE" --metrics-port 0 --health-port 0 \
-  --prometheus-url "http://127.0.0.1:$PROM_PORT" --metrics-window 30s >"$LOG_DIR/operator.log" 2>&1 &
+  --prometheus-url "http://127.0.0.1:$PROM_PORT" >"$LOG_DIR/operator.log" 2>&1 &
 OPERATOR=$!
 PIDS+=("$OPERATOR")
 

@@ -230,6 +230,11 @@ def test_values_reach_the_command_line(helm):
     assert not any(a.startswith("--peering") for a in args)
 
 
+def test_the_metrics_window_is_the_loops_own_unless_set(helm):
+    assert not any(a.startswith("--metrics-window") for a in container(render(helm))["args"])
+    assert "--metrics-window=1m" in container(render(helm, "--set", "prometheus.metricsWindow=1m"))["args"]
+
+
 def test_prometheus_token_secret_is_mounted(helm):
     docs = render(helm, "--set", "prometheus.url=https://thanos:9091", "--set", "prometheus.tokenSecret.name=prom")
     ctr = container(docs)

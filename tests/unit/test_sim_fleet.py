@@ -135,6 +135,23 @@ def test_scale_up_pays_for_startup_before_serving():
     assert res.gpu_hours == pytest.approx((600.0 + (600.0 - 30.0)) / 3600, rel=0.01)
 
 
+@pytest.mark.parametrize("window, rates", [
+    (None, [1.0, 0.0, 0.0, 0.0, 0.0]),          # the operator's default: one interval
+    (120.0, [1.0, 0.5, 0.333, 0.25, 0.0]),      # --metrics-window 2m: the burst fades over four ticks
+])
+def test_the_policy_sees_rates_over_the_loops_metrics_window(window, rates):
+    class Watch(Static):
+        seen: list = []
+
+        def decide(self, obs):
+            self.seen.append(round(obs.request_rate, 3))
+            return super().decide(obs)
+    burst = Trace("t", "test", tuple(Request(i + 0.5, 100, 10) for i in range(30)) + (Request(170.0, 100, 10),))
+    watch = Watch({"monolithic": 1})
+    simulate_fleet(burst, PROFILE, SimConfig(metrics_window_s=window), watch)
+    assert watch.seen[:5] == rates
+
+
 @pytest.mark.parametrize("policy", POLICY_NAMES)
 def test_every_policy_runs(policy):
     cfg = config_for(PROFILE, GPU)

@@ -11,6 +11,7 @@ from llmd_operator.api.llmdeployment import LLMDeployment
 from llmd_operator.planning.plan import PlanError, PlanOptions, plan_deployment
 from llmd_operator.slo import observe, policy_inputs
 from llmd_operator.slo.decide import policy_name
+from llmd_operator.slo.decide.common import metrics_problem
 from tests.conftest import seed_documents
 
 
@@ -107,6 +108,41 @@ def test_one_query_per_signal_covers_current_and_older_vllm_names():
     assert "rate(vllm:time_per_output_token_seconds_bucket{" in itl
     assert "avg by (namespace, llm_d_deployment, llm_d_role) (vllm:gpu_cache_usage_perc)" in queries["kv_usage"][0]
     assert all("llm_d_deployment" in q for q, _ in queries.values())
+
+
+def test_rates_are_read_over_the_deployments_interval_unless_a_window_is_given():
+    assert observe.window_for(30) == "30s"              # the window the policies are benchmarked with
+    assert observe.window_for(12.5) == "12500ms"        # PromQL durations take whole units
+    assert observe.window_for(30, "1m") == "1m"         # --metrics-window wins
+    assert "[30s]" in observe.queries(observe.window_for(30))["request_rate"][0]
+
+
+def _running_chat(catalog, said: dict, now: float, window: str = "30s"):
+    """What the loop observes of a one-replica deployment when Prometheus answered `said` for it."""
+    deployment = llmd({"model": {"name": "llama-3.1-8b"}, "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
+                       "scaling": {"mode": "scheduler_managed"}})
+    plan = plan_deployment(deployment, catalog, PlanOptions())
+    workload = {"metadata": {"labels": {"llm-d.ai/role": "monolithic", "llm-d.io/capacity-type": "on-demand"}},
+                "spec": {"replicas": 1}, "status": {"readyReplicas": 1}}
+    snapshot = observe.Snapshot(ok=True, deployment={("team", "chat"): said} if said else {}, evaluated_at=now, window=window)
+    return policy_inputs.observation(snapshot, "team", "chat", plan, [workload], now, 30.0, {}, 0.0)
+
+
+@pytest.mark.parametrize("said, words", [
+    ({}, "no vllm:num_requests_running samples for this deployment: is a PodMonitor"),
+    ({"last_sample_s": 880.0, "request_rate": 2.0}, "the newest model-server sample is 120 s old"),
+    # samples arrive, but too rarely for rate() over the window: the scrape interval is the fix
+    ({"last_sample_s": 995.0}, "no request rate over the 30s window: rate() needs two samples of vllm:request_success_total"),
+])
+def test_metrics_the_loop_cannot_use_say_what_to_fix(catalog, said, words):
+    seen = _running_chat(catalog, said, now=1000.0)
+    assert not seen.metrics_fresh
+    assert words in metrics_problem(seen)
+
+
+def test_current_metrics_are_used(catalog):
+    seen = _running_chat(catalog, {"last_sample_s": 995.0, "request_rate": 2.0}, now=1000.0)
+    assert seen.metrics_fresh and metrics_problem(seen) == "" and seen.request_rate == 2.0
 
 
 SPOT_H100 = [{"key": "nvidia.com/gpu.product", "operator": "In", "values": ["H100"]},

@@ -38,8 +38,10 @@ CONVENTIONS = ["karpenter", "gke", "eks", "aks", "seed"]
                    "replicas of one Deployment differ (Kopf pauses every peer while two share the highest priority).")
 @click.option("--slo-interval", type=float, default=10.0, show_default=True,
               help="Seconds between SLO loop ticks; each deployment is decided every sloPolicy.scaling.interval (at least this).")
-@click.option("--metrics-window", default="2m", show_default=True,
-              help="PromQL range for rates and latency quantiles, e.g. 1m; longer is steadier, shorter reacts sooner.")
+@click.option("--metrics-window", default=None,
+              help="PromQL range for rates and latency quantiles, e.g. 1m. Default: each deployment's scaling interval "
+                   "(30s unless its sloPolicy says otherwise), the window the policies are tuned and benchmarked with; "
+                   "Prometheus needs two samples in it, so scrape the model servers at least twice per window.")
 @click.option("-v", "--verbose", is_flag=True)
 def run(namespaces, home_namespace, prometheus_url, prometheus_token_file, capacity_convention, provider,
         model_server_image, price_overrides_configmap, models_configmap, metrics_port, health_port, peering, priority, slo_interval, metrics_window, verbose) -> None:

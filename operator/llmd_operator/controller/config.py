@@ -24,7 +24,7 @@ class OperatorConfig:
     price_overrides_configmap: str | None = None
     models_configmap: str | None = None
     slo_interval_seconds: float = 10.0
-    metrics_window: str = "2m"
+    metrics_window: str | None = None   # None: each deployment's scaling interval
 
 
 CONFIG = OperatorConfig()

@@ -71,6 +71,9 @@ def _table(summary: dict) -> str:
               help="A CapacityProfile YAML instead of the shipped/derived default.")
 @click.option("--mode", type=click.Choice(["monolithic", "disaggregated"]), default="monolithic", show_default=True)
 @click.option("--interval", type=Duration(), default="30s", show_default=True, help="Control interval.")
+@click.option("--metrics-window", type=Duration(), default=None,
+              help="Range the policy's rates and latency quantiles cover, as the operator's --metrics-window "
+                   "(whole intervals). Default: one interval, as the operator's default.")
 @click.option("--startup-delay", type=Duration(), default="90s", show_default=True,
               help="Pod creation to ready; billed.")
 @click.option("--spot-interruptions", type=float, default=0.0, show_default=True,
@@ -82,7 +85,7 @@ def _table(summary: dict) -> str:
 @click.option("--timeline/--no-timeline", default=False, show_default=True,
               help="Include the per-interval timeline in the JSON.")
 def simulate(trace_path, policy, rate_multiplier, rate_mode, start_s, duration_s, ttft_slo, itl_slo, model, quantization,
-             gpu_product, tp, profile_path, mode, interval, startup_delay, spot_interruptions,
+             gpu_product, tp, profile_path, mode, interval, metrics_window, startup_delay, spot_interruptions,
              max_spot_ratio, seed, output, timeline):
     """Replay a request trace through modelled vLLM replicas under a scaling policy and print
     GPU-hours, cost, SLO attainment and latency percentiles."""
@@ -92,7 +95,7 @@ def simulate(trace_path, policy, rate_multiplier, rate_mode, start_s, duration_s
                    else default_profile(model, gpu_product, quantization, tp))
         cfg = config_for(profile, profile.gpu_product if profile_path else gpu_product,
                          ttft_slo_s=ttft_slo, itl_slo_s=itl_slo, mode=mode,
-                         interval_s=interval, startup_delay_s=startup_delay,
+                         interval_s=interval, metrics_window_s=metrics_window, startup_delay_s=startup_delay,
                          spot_interruptions_per_hour=spot_interruptions, seed=seed)
     except (TraceError, ProfileError, OSError) as e:
         raise click.ClickException(str(e)) from e

@@ -4,6 +4,7 @@ for targets every interval. Replays a trace; returns per-request latencies, GPU-
 
 from __future__ import annotations
 
+import collections
 import heapq
 import math
 import random
@@ -23,6 +24,9 @@ class SimConfig:
     itl_slo_s: float = 0.05
     mode: str = "monolithic"                 # monolithic | disaggregated
     interval_s: float = 30.0
+    # the range the policy's rates and latency quantiles cover, as the loop's --metrics-window; None: one
+    # interval (the loop's default). Counted in whole intervals, the last ones before each decision.
+    metrics_window_s: float | None = None
     startup_delay_s: float = 90.0
     chunk_tokens: int = 2048                 # monolithic max-num-batched-tokens
     prefill_chunk_tokens: int = 8192         # prefill pool max-num-batched-tokens
@@ -92,7 +96,9 @@ class Fleet:
         self.hseq = 0
         self.rng = random.Random(cfg.seed)
         self.res = SimResult()
-        # window accumulators for the observation
+        # window accumulators for the observation; the last few intervals' when the window is longer
+        self.w_past: collections.deque = collections.deque(
+            maxlen=max(1, round((cfg.metrics_window_s or cfg.interval_s) / cfg.interval_s)))
         self.w_ttft: list[float] = []
         self.w_itl: list[float] = []
         self.w_arrivals = 0
@@ -295,14 +301,18 @@ class Fleet:
                 kv_usage=(sum(r.kv_usage() for r in ready) / len(ready)) if ready else 0.0,
                 gpu_util=(busy / (interval * len(ready))) if ready else 0.0,
                 tokens_per_s=None))
-        n = self.w_arrivals
+        self.w_past.append((self.w_ttft, self.w_itl, self.w_arrivals, self.w_in, self.w_out, self.w_gen))
+        span = interval * len(self.w_past)
+        ttfts = [x for w in self.w_past for x in w[0]]
+        itls = [x for w in self.w_past for x in w[1]]
+        n, tokens_in, tokens_out, generated = (sum(w[k] for w in self.w_past) for k in (2, 3, 4, 5))
         obs = FleetObservation(
-            time_s=now, pools=tuple(pools), request_rate=n / interval,
-            mean_input_tokens=(self.w_in / n) if n else last_in,
-            mean_output_tokens=(self.w_out / n) if n else last_out,
-            ttft_p50_s=_pct(self.w_ttft, 0.5), ttft_p95_s=_pct(self.w_ttft, 0.95),
-            itl_p50_s=_pct(self.w_itl, 0.5), itl_p95_s=_pct(self.w_itl, 0.95),
-            tokens_per_s=self.w_gen / interval,
+            time_s=now, pools=tuple(pools), request_rate=n / span,
+            mean_input_tokens=(tokens_in / n) if n else last_in,
+            mean_output_tokens=(tokens_out / n) if n else last_out,
+            ttft_p50_s=_pct(ttfts, 0.5), ttft_p95_s=_pct(ttfts, 0.95),
+            itl_p50_s=_pct(itls, 0.5), itl_p95_s=_pct(itls, 0.95),
+            tokens_per_s=generated / span,
             cost_per_hour=sum((self.cfg.price_spot if r.spot else self.cfg.price_on_demand)
                               for role in self.roles for r in self.alive(role)),
             demand_signal=float(len(self.pending_retry)))

@@ -128,7 +128,14 @@ def tick(prometheus, catalog, now_s: float | None = None) -> list[dict]:
     metrics.keep_loop_readings_of({(m.body["metadata"]["namespace"], m.body["metadata"]["name"]) for m in managed})
     if not managed:
         return []
-    snapshot = observe.take_snapshot(prometheus, CONFIG.metrics_window) if prometheus else observe.Snapshot(ok=False, error="no --prometheus-url given")
+    snapshots: dict[str, observe.Snapshot] = {}   # one batched query per signal per window in use
+
+    def snapshot_for(window: str) -> observe.Snapshot:
+        if window not in snapshots:
+            snapshots[window] = (observe.take_snapshot(prometheus, window) if prometheus
+                                 else observe.Snapshot(ok=False, error="no --prometheus-url given"))
+        return snapshots[window]
+
     nodes = {n["metadata"]["name"]: n for n in kube.list_raw("v1", "Node")}
     results = []
     for item in managed:
@@ -137,7 +144,7 @@ def tick(prometheus, catalog, now_s: float | None = None) -> list[dict]:
             continue  # this deployment's own interval has not passed yet
         _last_decided[uid] = now_s
         try:
-            results.append(_tick_one(item, prometheus, snapshot, nodes, now_s, catalog))
+            results.append(_tick_one(item, prometheus, snapshot_for(metrics_window(item)), nodes, now_s, catalog))
         except Exception:  # noqa: BLE001 (one deployment's failure must not starve the others)
             log.exception("SLO loop failed for %s/%s", item.body["metadata"]["namespace"], item.body["metadata"]["name"])
     return results
@@ -150,6 +157,10 @@ def _interval(item: Managed) -> float:
     _, scaling, _ = policy_inputs.slo_policy(item.llmd, item.scheduler)
     given = getattr(scaling, "interval", None)
     return max(CONFIG.slo_interval_seconds, parse_duration(given) if given else CONFIG.slo_interval_seconds)
+
+
+def metrics_window(item: Managed) -> str:
+    return observe.window_for(_interval(item), CONFIG.metrics_window)
 
 
 def _tick_one(item: Managed, prometheus, snapshot, nodes, now_s: float, catalog) -> dict:

@@ -68,11 +68,25 @@ class Snapshot:
     deployment: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)
     pool: dict[tuple[str, str, str], dict[str, float]] = field(default_factory=dict)
     evaluated_at: float = 0.0
+    window: str = ""          # the PromQL range its rates and quantiles were read over
 
 
-def take_snapshot(prometheus, window: str = "2m") -> Snapshot:
-    """Run every signal's query once. `prometheus` is a prometheus_api_client.PrometheusConnect."""
-    snapshot = Snapshot(ok=True)
+def window_for(interval_s: float, configured: str | None = None) -> str:
+    """The PromQL range a deployment's rates and quantiles are read over: `configured` (--metrics-window)
+    when given, else its scaling interval. The policies are tuned and benchmarked on one interval's
+    requests per decision (bench/README.md); a longer window blurs the bursts they size for and reports
+    a load change up to a window late."""
+    if configured:
+        return configured
+    if interval_s == int(interval_s):
+        return f"{interval_s:.0f}s"
+    return f"{interval_s * 1000:.0f}ms"   # PromQL durations take whole units
+
+
+def take_snapshot(prometheus, window: str) -> Snapshot:
+    """Run every signal's query once, rates and quantiles over `window` (a PromQL range). `prometheus` is
+    a prometheus_api_client.PrometheusConnect."""
+    snapshot = Snapshot(ok=True, window=window)
     for signal, (promql, keys) in queries(window).items():
         try:
             result = prometheus.custom_query(promql)

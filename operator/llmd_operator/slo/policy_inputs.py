@@ -7,7 +7,7 @@ from dataclasses import replace
 from ..api.inferencescheduler import InferenceScheduler
 from ..api.llmdeployment import LLMDeployment
 from ..api.units import parse_duration, parse_target
-from ..planning.plan import DeploymentPlan
+from ..planning.plan import ENGINE, DeploymentPlan
 from ..render import labels
 from .decide import (Constraints, FleetObservation, Objective, PolicySpec, PoolObservation, Prices,
                      ScaleCondition, SLOTargets, ThresholdRules, Tuning)
@@ -128,13 +128,30 @@ def observation(snapshot: Snapshot, namespace: str, name: str, plan: DeploymentP
         running == 0  # nothing runs, so nothing to observe: that is not missing data
         or (last is not None and snapshot.evaluated_at - last <= 3 * interval_s and "request_rate" in dep)
     )
+    note = "" if fresh or not snapshot.ok else stale_metrics_note(last, snapshot, interval_s, "request_rate" in dep)
     return FleetObservation(
         time_s=now_s, pools=tuple(pools), request_rate=dep.get("request_rate"),
         mean_input_tokens=dep.get("mean_input_tokens"), mean_output_tokens=dep.get("mean_output_tokens"),
         ttft_p50_s=dep.get("ttft_p50_s"), ttft_p95_s=dep.get("ttft_p95_s"), itl_p50_s=dep.get("itl_p50_s"),
         itl_p95_s=dep.get("itl_p95_s"), tokens_per_s=dep.get("tokens_per_s"), demand_signal=demand,
-        metrics_fresh=bool(fresh), objective_values=tuple(sorted(objective_values.items())),
+        metrics_fresh=bool(fresh), metrics_note=note, objective_values=tuple(sorted(objective_values.items())),
     )
+
+
+def stale_metrics_note(last_sample_s: float | None, snapshot: Snapshot, interval_s: float, has_rate: bool) -> str:
+    """Why a running deployment's metrics cannot be acted on, in words that point at the fix."""
+    names = ENGINE["vllm_metrics"]
+    if last_sample_s is None:
+        return (f"Prometheus has no {names['requests_running'][0]} samples for this deployment: is a PodMonitor "
+                f"(or scrape config) selecting its model-server pods?")
+    age = snapshot.evaluated_at - last_sample_s
+    if age > 3 * interval_s:
+        return f"the newest model-server sample is {age:.0f} s old (more than 3 intervals of {interval_s:g} s)"
+    if not has_rate:
+        return (f"no request rate over the {snapshot.window or 'metrics'} window: rate() needs two samples of "
+                f"{names['request_success_total'][0]} in it; scrape the model servers at least twice per window, "
+                f"or give a longer --metrics-window")
+    return "metrics are stale"
 
 
 def node_matches(node: dict, expressions: list[dict]) -> bool:

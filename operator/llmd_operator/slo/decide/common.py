@@ -13,7 +13,7 @@ from .types import (Constraints, Decision, FleetObservation, PolicySpec, PolicyS
 def metrics_problem(obs: FleetObservation, need: tuple[str, ...] = ("request_rate",)) -> str:
     """'' when the observation can be acted on, else why not (missing, stale or NaN)."""
     if not obs.metrics_fresh:
-        return "metrics are stale or Prometheus is unreachable"
+        return obs.metrics_note or "metrics are stale or Prometheus is unreachable"
     bad = [n for n in need if not _finite(getattr(obs, n))]
     if bad:
         return "metrics missing or NaN: " + ", ".join(bad)

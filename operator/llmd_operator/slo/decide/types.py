@@ -61,6 +61,7 @@ class FleetObservation:
     cost_per_hour: float | None = None    # what the fleet costs now (if the caller knows better than prices)
     demand_signal: float = 0.0            # e.g. gateway queue for a scaled-to-zero deployment; > 0 wakes it
     metrics_fresh: bool = True            # False when Prometheus is down or the samples are stale
+    metrics_note: str = ""                # when not fresh: why, in words
     objective_values: tuple[tuple[str, float], ...] = ()   # (objective name, measured value) for threshold
 
     def pool(self, role: str) -> PoolObservation | None:
