@@ -26,10 +26,10 @@ SPOT_TAINT = "karpenter.sh/disrupted"
 
 
 class Prometheus:
-    def __init__(self, directory: Path, target_port: int):
+    def __init__(self, directory: Path, target_port: int, scrape: str = "1s"):
         self.directory, self.port = directory, free_port()
         (directory / "prometheus.yml").write_text(yaml.safe_dump({
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "global": {"scrape_interval": scrape, "evaluation_interval": "1s"},
             "scrape_configs": [{"job_name": "vllm", "honor_labels": True,
                                 "static_configs": [{"targets": [f"127.0.0.1:{target_port}"]}]}],
         }))
@@ -67,6 +67,16 @@ class Prometheus:
 
 @pytest.fixture
 def closed_loop(operator, namespace, tmp_path):
+    yield from _loop_with_prometheus(operator, namespace, tmp_path, "1s", ("--metrics-window", "15s"))
+
+
+@pytest.fixture
+def sparse_loop(operator, namespace, tmp_path):
+    """Scrapes 5 s apart and the loop's own window: fewer than two samples per 3 s interval."""
+    yield from _loop_with_prometheus(operator, namespace, tmp_path, "5s", ())
+
+
+def _loop_with_prometheus(operator, namespace, tmp_path, scrape: str, loop_args: tuple):
     """The shared operator steps aside; one with Prometheus runs the loop on this namespace."""
     operator.stop()
     sim_port = free_port()
@@ -74,10 +84,10 @@ def closed_loop(operator, namespace, tmp_path):
         [sys.executable, "-m", "llmd_operator.cli", "simulate-live", "--namespace", namespace, "--rate", "1",
          "--input-tokens", "1000", "--output-tokens", "200", "--port", str(sim_port)],
         stdout=(tmp_path / "sim.log").open("w"), stderr=subprocess.STDOUT)
-    prometheus = Prometheus(tmp_path, sim_port)
+    prometheus = Prometheus(tmp_path, sim_port, scrape)
     prometheus.start()
     loop_operator = Operator(tmp_path, ("--prometheus-url", prometheus.url, "--slo-interval", "3",
-                                        "--metrics-window", "15s", "--namespace", namespace))
+                                        "--namespace", namespace) + loop_args)
     loop_operator.start()
     yield {"sim_port": sim_port, "prometheus": prometheus, "operator": loop_operator, "tmp": tmp_path}
     loop_operator.stop()
@@ -179,3 +189,19 @@ def test_load_steps_resize_the_pool_and_missing_metrics_hold_it(closed_loop, nam
     assert f"llmd_slo_score{{{series}" not in exported and f"llmd_slo_attainment{{{series}" not in exported
     time.sleep(10)  # several loop intervals: nothing may move while blind
     assert pool(namespace) == held
+
+
+def test_scrapes_too_sparse_for_the_interval_widen_the_window_and_say_so(sparse_loop, namespace):
+    apply(namespace, {
+        "apiVersion": "inference.llm-d.io/v1alpha1", "kind": "LLMDeployment", "metadata": {"name": "sparse"},
+        "spec": {"model": {"name": "llama-3.1-8b", "quantization": {"type": "fp8"}},
+                 "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
+                 "scheduling": {"sloPolicy": {
+                     "objectives": [{"name": "ttft_p95", "target": "500ms"}, {"name": "itl_p95", "target": "50ms"}],
+                     "scaling": {"minReplicas": 1, "maxReplicas": 4, "interval": "3s"}}}}})
+    # a 3 s window holds at most one sample 5 s apart: rate() is empty there, so the loop reads a wider one
+    message = wait_for(lambda: (lambda c: c.get("message") if c.get("status") == "True" else None)(
+        condition(get_json("llmd", "sparse", "-n", namespace), "MetricsAvailable")), 120,
+        "MetricsAvailable=True over a widened window")
+    assert re.match(r"vLLM metrics are current, read over (6|12|24)s: the model servers are scraped less than "
+                    r"twice per 3s interval", message), message

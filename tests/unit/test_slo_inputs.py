@@ -113,8 +113,54 @@ def test_one_query_per_signal_covers_current_and_older_vllm_names():
 def test_rates_are_read_over_the_deployments_interval_unless_a_window_is_given():
     assert observe.window_for(30) == "30s"              # the window the policies are benchmarked with
     assert observe.window_for(12.5) == "12500ms"        # PromQL durations take whole units
+    assert observe.window_for(120) == "2m"
     assert observe.window_for(30, "1m") == "1m"         # --metrics-window wins
     assert "[30s]" in observe.queries(observe.window_for(30))["request_rate"][0]
+
+
+class SparseScrapes:
+    """A Prometheus whose samples of team/chat are `scrape_s` apart: a rate needs two in the range."""
+
+    def __init__(self, scrape_s: float, exports_rate: bool = True):
+        self.scrape_s, self.exports_rate, self.ranges = scrape_s, exports_rate, []
+
+    def custom_query(self, promql: str):
+        labels = {"namespace": "team", "llm_d_deployment": "chat"}
+        if "timestamp(" in promql:
+            return [{"metric": labels, "value": [1000.0, "995"]}]
+        if "request_success_total" in promql and "[" in promql:
+            window = promql.split("[", 1)[1].split("]", 1)[0]
+            self.ranges.append(window)
+            seconds = int(window[:-1]) * (60 if window.endswith("m") else 1)
+            if self.exports_rate and seconds >= 2 * self.scrape_s:
+                return [{"metric": labels, "value": [1000.0, "2.5"]}]
+        return []
+
+
+@pytest.mark.parametrize("scrape_s, window", [(10, "30s"), (30, "1m"), (60, "2m"), (100, "4m")])
+def test_sparse_scrapes_widen_the_window_until_there_is_a_rate(scrape_s, window):
+    snapshots = {}
+
+    def snapshot_for(w):
+        return snapshots.setdefault(w, observe.take_snapshot(SparseScrapes(scrape_s), w))
+    chosen = observe.snapshot_with_rate(snapshot_for, ("team", "chat"), 30.0)
+    assert chosen.window == window and chosen.deployment[("team", "chat")]["request_rate"] == 2.5
+
+
+def test_a_given_window_or_a_missing_counter_is_not_widened_for_ever():
+    prometheus = SparseScrapes(30)
+    given = observe.snapshot_with_rate(lambda w: observe.take_snapshot(prometheus, w), ("team", "chat"), 30.0, "30s")
+    assert given.window == "30s" and prometheus.ranges == ["30s"]        # --metrics-window is the user's
+    silent = SparseScrapes(10, exports_rate=False)
+    chosen = observe.snapshot_with_rate(lambda w: observe.take_snapshot(silent, w), ("team", "chat"), 30.0)
+    assert chosen.window == "30s" and silent.ranges == ["30s", "1m", "2m", "4m"]   # tried, then the own window
+
+
+def test_a_widened_window_is_said_in_the_condition():
+    from llmd_operator.slo.loop import metrics_fresh_message
+    assert metrics_fresh_message("30s", 30.0) == "vLLM metrics are current"
+    assert metrics_fresh_message("2m", 30.0).startswith(
+        "vLLM metrics are current, read over 2m: the model servers are scraped less than twice per 30s interval")
 
 
 def _running_chat(catalog, said: dict, now: float, window: str = "30s"):

@@ -41,7 +41,8 @@ CONVENTIONS = ["karpenter", "gke", "eks", "aks", "seed"]
 @click.option("--metrics-window", default=None,
               help="PromQL range for rates and latency quantiles, e.g. 1m. Default: each deployment's scaling interval "
                    "(30s unless its sloPolicy says otherwise), the window the policies are tuned and benchmarked with; "
-                   "Prometheus needs two samples in it, so scrape the model servers at least twice per window.")
+                   "rate() needs two samples in it, and where they are sparser the loop widens that deployment's window "
+                   "to 2, 4 or 8 intervals and says so in MetricsAvailable. A window given here is used as given.")
 @click.option("-v", "--verbose", is_flag=True)
 def run(namespaces, home_namespace, prometheus_url, prometheus_token_file, capacity_convention, provider,
         model_server_image, price_overrides_configmap, models_configmap, metrics_port, health_port, peering, priority, slo_interval, metrics_window, verbose) -> None:

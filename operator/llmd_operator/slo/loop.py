@@ -144,7 +144,9 @@ def tick(prometheus, catalog, now_s: float | None = None) -> list[dict]:
             continue  # this deployment's own interval has not passed yet
         _last_decided[uid] = now_s
         try:
-            results.append(_tick_one(item, prometheus, snapshot_for(metrics_window(item)), nodes, now_s, catalog))
+            key = (item.body["metadata"]["namespace"], item.body["metadata"]["name"])
+            snapshot = observe.snapshot_with_rate(snapshot_for, key, _interval(item), CONFIG.metrics_window)
+            results.append(_tick_one(item, prometheus, snapshot, nodes, now_s, catalog))
         except Exception:  # noqa: BLE001 (one deployment's failure must not starve the others)
             log.exception("SLO loop failed for %s/%s", item.body["metadata"]["namespace"], item.body["metadata"]["name"])
     return results
@@ -157,10 +159,6 @@ def _interval(item: Managed) -> float:
     _, scaling, _ = policy_inputs.slo_policy(item.llmd, item.scheduler)
     given = getattr(scaling, "interval", None)
     return max(CONFIG.slo_interval_seconds, parse_duration(given) if given else CONFIG.slo_interval_seconds)
-
-
-def metrics_window(item: Managed) -> str:
-    return observe.window_for(_interval(item), CONFIG.metrics_window)
 
 
 def _tick_one(item: Managed, prometheus, snapshot, nodes, now_s: float, catalog) -> dict:
@@ -260,7 +258,8 @@ def _record(item: Managed, decision, state, changes, spot_ok, spot_why, snapshot
         conditions.append(status.condition("MetricsAvailable", False, "MetricsMissing",
                                            f"holding replicas: {why}", generation))
     else:
-        conditions.append(status.condition("MetricsAvailable", True, "MetricsFresh", "vLLM metrics are current", generation))
+        conditions.append(status.condition("MetricsAvailable", True, "MetricsFresh",
+                                           metrics_fresh_message(snapshot.window, _interval(item)), generation))
     conditions.append(status.condition("BudgetLimited", decision.budget_limited,
                                        "BudgetBinding" if decision.budget_limited else "WithinBudget",
                                        decision.budget_message or "cost constraints do not bind", generation))
@@ -292,6 +291,16 @@ def _record(item: Managed, decision, state, changes, spot_ok, spot_why, snapshot
                         else f"capacity-type split changed: {split}")
     if spot_ok is False and status.find_condition(old_status, "SpotFallback").get("status") != "True":
         kube.post_event(item.body, "Warning", "SpotFallback", spot_why)
+
+
+def metrics_fresh_message(window: str, interval_s: float) -> str:
+    """MetricsAvailable=True's words; they say so when the loop had to read over a wider window than
+    the deployment's interval (its samples too sparse for a rate over one interval)."""
+    own = observe.window_for(interval_s)
+    if CONFIG.metrics_window or not window or window == own:
+        return "vLLM metrics are current"
+    return (f"vLLM metrics are current, read over {window}: the model servers are scraped less than twice per "
+            f"{own} interval, so bursts shorter than {window} are averaged away; scrape them more often")
 
 
 def _total(decision, attribute: str) -> int:

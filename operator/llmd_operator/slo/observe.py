@@ -78,9 +78,33 @@ def window_for(interval_s: float, configured: str | None = None) -> str:
     a load change up to a window late."""
     if configured:
         return configured
+    if interval_s % 60 == 0:
+        return f"{interval_s / 60:.0f}m"
     if interval_s == int(interval_s):
         return f"{interval_s:.0f}s"
     return f"{interval_s * 1000:.0f}ms"   # PromQL durations take whole units
+
+
+# how far the loop widens a deployment's window when its samples are too sparse for a rate over one
+# interval: 2, 4, then 8 intervals (a 30 s interval: up to 4 min, for scrapes up to every 2 min)
+WIDER_WINDOW_FACTORS = (2, 4, 8)
+
+
+def snapshot_with_rate(snapshot_for, key: tuple[str, str], interval_s: float, configured: str | None = None) -> Snapshot:
+    """The snapshot to decide a deployment from. `snapshot_for(window)` takes (and caches) a snapshot
+    over a PromQL range. Over the deployment's own window first; when Prometheus has samples of the
+    deployment but too few in that window for a rate (a scrape slower than twice per interval), over
+    the shortest wider window in WIDER_WINDOW_FACTORS x the interval that gives one. A window the
+    operator was given (--metrics-window) is never widened."""
+    snapshot = snapshot_for(window_for(interval_s, configured))
+    said = snapshot.deployment.get(key, {})
+    if configured or not snapshot.ok or "request_rate" in said or "last_sample_s" not in said:
+        return snapshot
+    for factor in WIDER_WINDOW_FACTORS:
+        wider = snapshot_for(window_for(interval_s * factor))
+        if wider.ok and "request_rate" in wider.deployment.get(key, {}):
+            return wider
+    return snapshot
 
 
 def take_snapshot(prometheus, window: str) -> Snapshot:

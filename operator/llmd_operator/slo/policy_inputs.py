@@ -148,9 +148,10 @@ def stale_metrics_note(last_sample_s: float | None, snapshot: Snapshot, interval
     if age > 3 * interval_s:
         return f"the newest model-server sample is {age:.0f} s old (more than 3 intervals of {interval_s:g} s)"
     if not has_rate:
+        # the loop has already widened the window up to observe.WIDER_WINDOW_FACTORS x the interval
         return (f"no request rate over the {snapshot.window or 'metrics'} window: rate() needs two samples of "
-                f"{names['request_success_total'][0]} in it; scrape the model servers at least twice per window, "
-                f"or give a longer --metrics-window")
+                f"{names['request_success_total'][0]} in it; check that the model servers export it and are "
+                f"scraped at least twice per window, or give a longer --metrics-window")
     return "metrics are stale"
 
 
