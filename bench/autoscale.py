@@ -2,7 +2,7 @@
 """Autoscaling benchmark: every policy on every shared trace at several rate multipliers.
 
     .venv/bin/python bench/autoscale.py [--traces DIR] [--out bench/out] [--quick] [--no-plots]
-                                        [--start 0s] [--duration 1h]
+                                        [--start 0s] [--duration 1h] [--metrics-window 30s]
 
 Prints a table, writes bench/out/autoscale.json and one PNG per run (load, replicas per pool,
 latency against target over time). Not a test. See bench/README.md for the figures and what they mean.
@@ -112,7 +112,11 @@ def main() -> int:
     ap.add_argument("--duration", default="1h",
                     help="replay at most this much of each trace (a week-long trace would take days); "
                          "0 for all of it")
+    ap.add_argument("--metrics-window", default=None,
+                    help="range the policies' rates and quantiles cover, as the operator's --metrics-window "
+                         "(default: one 30 s interval, as the operator's default)")
     args = ap.parse_args()
+    metrics_window_s = parse_duration(args.metrics_window) if args.metrics_window else None
     start_s = parse_duration(args.start)
     duration_s = parse_duration(args.duration) or None
     out = Path(args.out)
@@ -133,7 +137,8 @@ def main() -> int:
                 f"{(base.start_s + base.duration_s) / 60:.0f} of it (--start, --duration)")
         for mult, rmode in rates:
             trace = base.at_rate(mult, rmode)
-            cfg = config_for(profile, GPU, mode=setup["mode"], ttft_slo_s=setup["ttft"], itl_slo_s=setup["itl"])
+            cfg = config_for(profile, GPU, mode=setup["mode"], ttft_slo_s=setup["ttft"], itl_slo_s=setup["itl"],
+                             metrics_window_s=metrics_window_s)
             rows = []
             for pol in policies:
                 log(f"[{time.perf_counter() - started:6.0f}s] {path.name} x{mult:g} {rmode} "
