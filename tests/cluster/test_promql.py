@@ -76,3 +76,24 @@ def test_request_rate_counts_completed_requests_on_the_entry_pools_only(tmp_path
     result = evaluate(tmp_path, series, [{"expr": observe.queries("2m")["request_rate"][0], "eval_time": "4m",
                                           "exp_samples": [{"labels": '{namespace="team", llm_d_deployment="chat"}', "value": 2}]}])
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_request_rate_is_what_arrived_completions_plus_the_growth_of_what_is_held(tmp_path):
+    """vLLM counts a request when it completes: a pool that falls behind completes 2/s while 5/s arrive."""
+    done = {"series": f'vllm:request_success_total{{{POD}, {OURS}, finished_reason="stop"}}', "values": "0+30x20"}
+    prefill = 'namespace="team", pod="chat-prefill-a1b2", llm_d_deployment="chat", llm_d_role="prefill"'
+
+    def held(waiting: str, running: str, prefill_waiting: str) -> list[dict]:
+        return [done, {"series": f"vllm:num_requests_waiting{{{POD}, {OURS}}}", "values": waiting},
+                {"series": f"vllm:num_requests_running{{{POD}, {OURS}}}", "values": running},
+                {"series": f"vllm:num_requests_waiting{{{prefill}}}", "values": prefill_waiting}]
+    chat = '{namespace="team", llm_d_deployment="chat"}'
+    for series, arrived in (
+        (held("0+30x20", "64x20", "0+15x20"), 5),       # queues grow by 3/s (2 on decode, 1 on prefill): 2 + 3
+        (held("600-15x20", "64x20", "0x20"), 1),         # a backlog drains at 1/s: 2 - 1
+        # a queue emptied faster than anything completed (requests cancelled): 0, not below
+        (held(" ".join(["600"] * 9 + [str(600 - 75 * i) for i in range(1, 9)] + ["0"] * 4), "64x20", "0x20"), 0),
+    ):
+        result = evaluate(tmp_path, series, [{"expr": observe.queries("2m")["request_rate"][0], "eval_time": "4m",
+                                              "exp_samples": [{"labels": chat, "value": arrived}]}])
+        assert result.returncode == 0, result.stdout + result.stderr

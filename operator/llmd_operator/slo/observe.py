@@ -6,6 +6,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 
+from ..api.units import parse_duration
 from ..planning.plan import ENGINE
 
 log = logging.getLogger("llmd_operator.slo.observe")
@@ -21,6 +22,20 @@ def _either(signal: str, expression) -> str:
     functions such as rate() drop the metric name, so a single __name__ regex would collide.
     """
     return " or ".join(f"({expression(name)})" for name in ENGINE["vllm_metrics"][signal])
+
+
+def arrival_rate(window: str) -> str:
+    """Requests/s arriving at each deployment: those that completed in the window plus the growth of
+    those it holds (waiting and running, on every pool), both per second. vLLM counts requests only as
+    they complete, and a pool that falls behind completes fewer than arrive: completions alone read an
+    overload as a lighter load and a drain as a heavier one, where this balance reads what arrived.
+    Never below 0; the completions alone where the gauges are missing."""
+    dep = f"namespace, {DEP}"
+    seconds = f"{parse_duration(window):g}"
+    done = _either("request_success_total", lambda n: f'sum by ({dep}) (rate({n}{{{ROLE}=~"{ENTRY_ROLES}"}}[{window}]))')
+    held = " + ".join(f"({_either(signal, lambda n: f'sum by ({dep}) (delta({n}[{window}]))')})"
+                      for signal in ("requests_waiting", "requests_running"))
+    return f"clamp_min(({done}) + ((({held}) / {seconds}) or (({done}) * 0)), 0)"
 
 
 def queries(window: str) -> dict[str, tuple[str, tuple[str, ...]]]:
@@ -40,7 +55,7 @@ def queries(window: str) -> dict[str, tuple[str, tuple[str, ...]]]:
     # labels from the model server's own series of the same pod (1 per pod, so the product keeps the percent).
     model_server_pods = f"group by (namespace, pod, {DEP}, {ROLE}) ({_either('requests_running', lambda n: n)})"
     return {
-        "request_rate": (_either("request_success_total", lambda n: f"sum by ({dep}) (rate({n}{{{entry}}}[{window}]))"), by_dep),
+        "request_rate": (arrival_rate(window), by_dep),
         "mean_input_tokens": (mean("prompt_tokens_hist"), by_dep),
         "mean_output_tokens": (mean("generation_tokens_hist"), by_dep),
         "ttft_p50_s": (quantile(0.5, "ttft_seconds"), by_dep),
