@@ -101,7 +101,7 @@ def record_readings(namespace: str, name: str, scores: dict[str, float], budget_
     if scores:
         SLO_ATTAINMENT.labels(namespace, name).set(sum(1 for v in scores.values() if v <= 0) / len(scores))
     else:
-        SLO_ATTAINMENT.remove_by_labels({"namespace": namespace, "deployment": name})
+        _remove((SLO_ATTAINMENT,), namespace, name)
 
 
 PER_DEPLOYMENT = (DECISIONS, SLO_SCORE, POOL_REPLICAS, COST_PER_HOUR, BUDGET_LIMITED, SLO_ATTAINMENT,
@@ -111,16 +111,14 @@ LOOP_READINGS = (SLO_SCORE, SLO_ATTAINMENT, BUDGET_LIMITED, METRICS_AVAILABLE)
 
 def forget(namespace: str, name: str) -> None:
     """A deleted LLMDeployment: its series go, and llm_cost stops counting dollars for it."""
-    for family in PER_DEPLOYMENT:
-        family.remove_by_labels({"namespace": namespace, "deployment": name})
+    _remove(PER_DEPLOYMENT, namespace, name)
     COST_TOTAL.forget(namespace, name)
 
 
 def forget_loop_readings(namespace: str, name: str) -> None:
     """A deployment the SLO loop no longer sizes: its scores and budget flag go, so no alert fires on the
     values they froze at."""
-    for family in LOOP_READINGS:
-        family.remove_by_labels({"namespace": namespace, "deployment": name})
+    _remove(LOOP_READINGS, namespace, name)
 
 
 def keep_loop_readings_of(deployments: set[tuple[str, str]]) -> None:
@@ -129,7 +127,13 @@ def keep_loop_readings_of(deployments: set[tuple[str, str]]) -> None:
     for family in LOOP_READINGS:
         gone = {(labels["namespace"], labels["deployment"]) for labels in _label_sets(family)} - deployments
         for namespace, name in gone:
-            family.remove_by_labels({"namespace": namespace, "deployment": name})
+            _remove((family,), namespace, name)
+
+
+def _remove(families, namespace: str, name: str) -> None:
+    """Every series of one deployment in these families."""
+    for family in families:
+        family.remove_by_labels({"namespace": namespace, "deployment": name})
 
 
 def _label_sets(family) -> list[dict[str, str]]:

@@ -220,7 +220,7 @@ def _decide_and_act(item: Managed, snapshot, objective_values: dict[str, float],
     decision, state = decide(algorithm, fleet, spec, profile, state)
     _memory[uid] = (decision.policy, state, now_s)
     changes = _actuate(namespace, name, decision, workloads)
-    _record(item, decision, state, changes, spot_ok, spot_why, snapshot, profile_note, now_s, old_status)
+    _record(item, decision, state, changes, spot_ok, spot_why, snapshot, profile_note, now_s, old_status, interval)
     return {"deployment": f"{namespace}/{name}", "policy": policy_name(algorithm), "changes": changes,
             "reason": decision.reason, "held": decision.held_for_missing_metrics}
 
@@ -248,7 +248,8 @@ def _actuate(namespace: str, name: str, decision, workloads: list[dict]) -> list
     return changes
 
 
-def _record(item: Managed, decision, state, changes, spot_ok, spot_why, snapshot, profile_note, now_s, old_status):
+def _record(item: Managed, decision, state, changes, spot_ok, spot_why, snapshot, profile_note, now_s, old_status,
+            interval: float):
     meta = item.body["metadata"]
     namespace, name, generation = meta["namespace"], meta["name"], meta.get("generation")
     conditions = []
@@ -259,7 +260,7 @@ def _record(item: Managed, decision, state, changes, spot_ok, spot_why, snapshot
                                            f"holding replicas: {why}", generation))
     else:
         conditions.append(status.condition("MetricsAvailable", True, "MetricsFresh",
-                                           metrics_fresh_message(snapshot.window, _interval(item)), generation))
+                                           metrics_fresh_message(snapshot.window, interval), generation))
     conditions.append(status.condition("BudgetLimited", decision.budget_limited,
                                        "BudgetBinding" if decision.budget_limited else "WithinBudget",
                                        decision.budget_message or "cost constraints do not bind", generation))
@@ -296,11 +297,11 @@ def _record(item: Managed, decision, state, changes, spot_ok, spot_why, snapshot
 def metrics_fresh_message(window: str, interval_s: float) -> str:
     """MetricsAvailable=True's words; they say so when the loop had to read over a wider window than
     the deployment's interval (its samples too sparse for a rate over one interval)."""
-    own = observe.window_for(interval_s)
-    if CONFIG.metrics_window or not window or window == own:
+    if not window or window == observe.window_for(interval_s, CONFIG.metrics_window):
         return "vLLM metrics are current"
     return (f"vLLM metrics are current, read over {window}: the model servers are scraped less than twice per "
-            f"{own} interval, so bursts shorter than {window} are averaged away; scrape them more often")
+            f"{observe.window_for(interval_s)} interval, so bursts shorter than {window} are averaged away; "
+            f"scrape them more often")
 
 
 def _total(decision, attribute: str) -> int:

@@ -13,6 +13,7 @@ log = logging.getLogger("llmd_operator.slo.observe")
 LABELS = ENGINE["prometheus_labels"]
 DEP, ROLE = LABELS["deployment"], LABELS["role"]
 ENTRY_ROLES = "monolithic|decode"  # requests complete, and are timed, on these pools
+ENTRY = f'{ROLE}=~"{ENTRY_ROLES}"'  # the label matcher that selects them
 
 
 def _either(signal: str, expression) -> str:
@@ -32,7 +33,7 @@ def arrival_rate(window: str) -> str:
     Never below 0; the completions alone where the gauges are missing."""
     dep = f"namespace, {DEP}"
     seconds = f"{parse_duration(window):g}"
-    done = _either("request_success_total", lambda n: f'sum by ({dep}) (rate({n}{{{ROLE}=~"{ENTRY_ROLES}"}}[{window}]))')
+    done = _either("request_success_total", lambda n: f"sum by ({dep}) (rate({n}{{{ENTRY}}}[{window}]))")
     held = " + ".join(f"({_either(signal, lambda n: f'sum by ({dep}) (delta({n}[{window}]))')})"
                       for signal in ("requests_waiting", "requests_running"))
     return f"clamp_min(({done}) + ((({held}) / {seconds}) or (({done}) * 0)), 0)"
@@ -41,15 +42,14 @@ def arrival_rate(window: str) -> str:
 def queries(window: str) -> dict[str, tuple[str, tuple[str, ...]]]:
     """Signal -> (PromQL over all deployments, the labels its result is keyed by)."""
     by_dep, by_pool = ("namespace", DEP), ("namespace", DEP, ROLE)
-    entry = f'{ROLE}=~"{ENTRY_ROLES}"'
     dep, pool = f"namespace, {DEP}", f"namespace, {DEP}, {ROLE}"
 
     def quantile(q: float, signal: str) -> str:
-        return _either(signal, lambda n: f"histogram_quantile({q}, sum by ({dep}, le) (rate({n}_bucket{{{entry}}}[{window}])))")
+        return _either(signal, lambda n: f"histogram_quantile({q}, sum by ({dep}, le) (rate({n}_bucket{{{ENTRY}}}[{window}])))")
 
     def mean(signal: str) -> str:
-        return _either(signal, lambda n: f"sum by ({dep}) (rate({n}_sum{{{entry}}}[{window}])) / "
-                                         f"sum by ({dep}) (rate({n}_count{{{entry}}}[{window}]))")
+        return _either(signal, lambda n: f"sum by ({dep}) (rate({n}_sum{{{ENTRY}}}[{window}])) / "
+                                         f"sum by ({dep}) (rate({n}_count{{{ENTRY}}}[{window}]))")
 
     # The DCGM exporter labels a GPU with the namespace and pod it is allocated to, not with ours: borrow our
     # labels from the model server's own series of the same pod (1 per pod, so the product keeps the percent).

@@ -101,6 +101,9 @@ def threshold_rules(objectives, scaling) -> ThresholdRules:
     return ThresholdRules(objectives=rules, scale_up=up, scale_down=down)
 
 
+STALE_AFTER_INTERVALS = 3  # a deployment's newest sample older than this many intervals is stale
+
+
 def observation(snapshot: Snapshot, namespace: str, name: str, plan: DeploymentPlan, workloads: list[dict],
                 now_s: float, interval_s: float, objective_values: dict[str, float], demand: float) -> FleetObservation:
     """The deployment as the policies see it: live replicas from its Deployments, load from Prometheus."""
@@ -126,7 +129,8 @@ def observation(snapshot: Snapshot, namespace: str, name: str, plan: DeploymentP
     last = dep.get("last_sample_s")
     fresh = snapshot.ok and (
         running == 0  # nothing runs, so nothing to observe: that is not missing data
-        or (last is not None and snapshot.evaluated_at - last <= 3 * interval_s and "request_rate" in dep)
+        or (last is not None and snapshot.evaluated_at - last <= STALE_AFTER_INTERVALS * interval_s
+            and "request_rate" in dep)
     )
     note = "" if fresh or not snapshot.ok else stale_metrics_note(last, snapshot, interval_s, "request_rate" in dep)
     return FleetObservation(
@@ -145,8 +149,9 @@ def stale_metrics_note(last_sample_s: float | None, snapshot: Snapshot, interval
         return (f"Prometheus has no {names['requests_running'][0]} samples for this deployment: is a PodMonitor "
                 f"(or scrape config) selecting its model-server pods?")
     age = snapshot.evaluated_at - last_sample_s
-    if age > 3 * interval_s:
-        return f"the newest model-server sample is {age:.0f} s old (more than 3 intervals of {interval_s:g} s)"
+    if age > STALE_AFTER_INTERVALS * interval_s:
+        return (f"the newest model-server sample is {age:.0f} s old (more than {STALE_AFTER_INTERVALS} "
+                f"intervals of {interval_s:g} s)")
     if not has_rate:
         # the loop has already widened the window up to observe.WIDER_WINDOW_FACTORS x the interval
         return (f"no request rate over the {snapshot.window or 'metrics'} window: rate() needs two samples of "
