@@ -97,3 +97,23 @@ def test_request_rate_is_what_arrived_completions_plus_the_growth_of_what_is_hel
         result = evaluate(tmp_path, series, [{"expr": observe.queries("2m")["request_rate"][0], "eval_time": "4m",
                                               "exp_samples": [{"labels": chat, "value": arrived}]}])
         assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_itl_is_each_requests_mean_time_per_output_token_where_vllm_exports_it(tmp_path):
+    """vLLM's per-request TPOT histogram is what an ITL objective is scored on; a release without it
+    (only the gaps between outputs are timed) is read from its inter-token histogram instead."""
+    def histogram(name: str, labels: str, bucket_upper: str) -> list[dict]:
+        # 10 observations per 15 s, all in the bucket ending at `bucket_upper`
+        bounds = ["0.01", "0.025", "0.05", "0.075", "+Inf"]
+        reached = bounds.index(bucket_upper)
+        return [{"series": f'{name}_bucket{{{labels}, le="{le}"}}', "values": "0+10x20" if i >= reached else "0x20"}
+                for i, le in enumerate(bounds)]
+    legacy = 'namespace="team", pod="legacy-0", llm_d_deployment="legacy", llm_d_role="decode"'
+    series = (histogram("vllm:request_time_per_output_token_seconds", f"{POD}, {OURS}", "0.025")
+              + histogram("vllm:inter_token_latency_seconds", f"{POD}, {OURS}", "0.075")
+              + histogram("vllm:inter_token_latency_seconds", legacy, "0.05"))
+    result = evaluate(tmp_path, series, [{"expr": observe.queries("2m")["itl_p95_s"][0], "eval_time": "4m", "exp_samples": [
+        {"labels": '{namespace="team", llm_d_deployment="chat"}', "value": 0.01 + 0.95 * 0.015},       # per request
+        {"labels": '{namespace="team", llm_d_deployment="legacy"}', "value": 0.025 + 0.95 * 0.025},    # per gap
+    ]}])
+    assert result.returncode == 0, result.stdout + result.stderr

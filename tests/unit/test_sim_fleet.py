@@ -280,3 +280,27 @@ def test_the_live_simulator_batches_each_pod_with_its_engine_budget():
                      pod("b", ["serve", "m"])], now=0.0)
     assert fleet.by_pod["a"].chunk == 1024
     assert fleet.by_pod["b"].chunk == SimConfig().chunk_tokens
+
+
+def test_the_live_simulator_exports_each_requests_time_per_output_token_as_vllm_does():
+    """vLLM's per-request TPOT histogram (what the SLO loop reads as ITL): one observation per finished
+    request, its decode time over its output tokens after the first."""
+    from prometheus_client import CollectorRegistry
+
+    from llmd_operator.sim.engine import SimRequest
+    from llmd_operator.sim.live import LiveFleet
+
+    registry = CollectorRegistry()
+    fleet = LiveFleet(PROFILE, SimConfig(), registry)
+    fleet.sync_pods([{"metadata": {"name": "a", "namespace": "team", "labels": {}},
+                      "spec": {"containers": [{"name": "vllm", "args": ["serve", "m"]}]},
+                      "status": {"conditions": [{"type": "Ready", "status": "True"}]}}], now=0.0)
+    request = SimRequest(0, 0.0, 1000, 101)
+    fleet.route(request, "monolithic", 0.0)
+    fleet.by_pod["a"].advance(10.0, fleet)
+    samples = {s.name: s for metric in registry.collect() for s in metric.samples if s.labels.get("pod") == "a"}
+    count = samples["vllm:request_time_per_output_token_seconds_count"].value
+    total = samples["vllm:request_time_per_output_token_seconds_sum"].value
+    assert request.finish > 0 and count == 1
+    assert total == pytest.approx((request.finish - request.first_token) / 100)
+    assert total == pytest.approx(PROFILE.decode_step_ms(1, 1050) / 1000, rel=0.05)   # one sequence decoding

@@ -104,8 +104,10 @@ def test_calculators_get_the_deployment_labels_and_lose_comments():
 def test_one_query_per_signal_covers_current_and_older_vllm_names():
     queries = observe.queries("2m")
     itl = queries["itl_p95_s"][0]
-    assert "rate(vllm:inter_token_latency_seconds_bucket{" in itl and ") or (" in itl
-    assert "rate(vllm:time_per_output_token_seconds_bucket{" in itl
+    names = ["vllm:request_time_per_output_token_seconds", "vllm:inter_token_latency_seconds",
+             "vllm:time_per_output_token_seconds"]   # per request first, then per gap: newer, then older
+    at = [itl.index(f"rate({name}_bucket{{") for name in names]
+    assert at == sorted(at) and itl.count(") or (") == 2
     assert "avg by (namespace, llm_d_deployment, llm_d_role) (vllm:gpu_cache_usage_perc)" in queries["kv_usage"][0]
     assert all("llm_d_deployment" in q for q, _ in queries.values())
 

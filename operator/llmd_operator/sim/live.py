@@ -5,6 +5,11 @@ pod and drains the replicas of pods that went away. Requests arrive as a Poisson
 the command line or at run time (GET /load?rate=12.5), are routed to the least-loaded ready replica and
 run through the same engine model the offline simulator uses. /metrics serves vLLM-named metrics per pod,
 labelled as the chart's PodMonitor labels real pods, for Prometheus to scrape.
+
+Each finished request's mean time per output token goes into `vllm:request_time_per_output_token_seconds`,
+as vLLM's does, and is what the SLO loop reads. One difference from vLLM: `vllm:inter_token_latency_seconds`
+gets that same mean once per request, where vLLM observes every gap between outputs (the engine model
+advances runs of decode steps in closed form and keeps no per-token gaps).
 """
 
 from __future__ import annotations
@@ -58,6 +63,8 @@ class LiveFleet(Fleet):
         self.prompt_total = Counter("vllm:prompt_tokens", "Prefilled tokens", LABELS, registry=registry)
         self.generation_total = Counter("vllm:generation_tokens", "Generated tokens", LABELS, registry=registry)
         self.ttft = histogram("vllm:time_to_first_token_seconds", "Time to first token", BUCKETS["ttft_seconds"])
+        self.tpot = histogram("vllm:request_time_per_output_token_seconds", "Mean time per output token of each request",
+                              BUCKETS["itl_seconds"])
         self.itl = histogram("vllm:inter_token_latency_seconds", "Inter-token latency", BUCKETS["itl_seconds"])
         self.e2e = histogram("vllm:e2e_request_latency_seconds", "Request latency", BUCKETS["e2e_seconds"])
         self.prompt_hist = histogram("vllm:request_prompt_tokens", "Prompt tokens per request", BUCKETS["tokens"])
@@ -101,6 +108,7 @@ class LiveFleet(Fleet):
         if self.cfg.mode != "disaggregated":
             self.prompt_total.labels(*values).inc(req.input)
         self.ttft.labels(*values).observe(req.first_token - req.arrival)
+        self.tpot.labels(*values).observe(itl)
         self.itl.labels(*values).observe(itl)
         self.e2e.labels(*values).observe(now - req.arrival)
         self.prompt_hist.labels(*values).observe(req.input)
