@@ -117,3 +117,23 @@ def test_itl_is_each_requests_mean_time_per_output_token_where_vllm_exports_it(t
         {"labels": '{namespace="team", llm_d_deployment="legacy"}', "value": 0.025 + 0.95 * 0.025},    # per gap
     ]}])
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_simulator_reads_latency_quantiles_as_the_loops_queries_do(tmp_path):
+    """The benchmark's policies see histogram_quantile over vLLM's buckets (sim.fleet.histogram_quantile);
+    Prometheus, running the loop's own TTFT queries on the same observations, must say the same."""
+    from llmd_operator.sim.fleet import LATENCY_BUCKETS, histogram_quantile
+
+    ttfts = [0.03, 0.2, 0.3, 0.3, 0.45, 0.5, 0.6, 0.8, 1.2, 1.2, 3.0, 6.0, 0.07, 0.09, 0.33, 0.41, 0.62, 0.9, 2.2, 0.15]
+    bounds = LATENCY_BUCKETS["ttft_seconds"]
+    series = []
+    for le in [*bounds, "+Inf"]:
+        per_scrape = sum(1 for v in ttfts if le == "+Inf" or v <= le)      # the same requests every 15 s
+        series.append({"series": f'vllm:time_to_first_token_seconds_bucket{{{POD}, {OURS}, le="{le}"}}',
+                       "values": f"0+{per_scrape}x20"})
+    chat = '{namespace="team", llm_d_deployment="chat"}'
+    checks = [{"expr": observe.queries("2m")[f"ttft_p{q}_s"][0], "eval_time": "4m",
+               "exp_samples": [{"labels": chat, "value": histogram_quantile(q / 100, ttfts, bounds)}]}
+              for q in (50, 95)]
+    result = evaluate(tmp_path, series, checks)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -289,22 +289,22 @@ def test_the_first_kv_reading_sizes_the_decode_pool_at_once():
     assert 7000 / 15075 < dict(d.predicted)["context_scale_decode"] < 0.75
 
 
-def prefill_loaded(t, rate, ready, ttft50):
+def prefill_loaded(t, rate, ready, ttft50, prompt=15000.0):
     """A disaggregated deployment whose prefill pool has `ready` replicas and reports a median TTFT."""
     pools = (PoolObservation(role="prefill", replicas_on_demand=ready, ready_on_demand=ready, queue_depth=0.0,
                              running=float(ready), kv_usage=0.05, gpu_util=0.8),
              PoolObservation(role="decode", replicas_on_demand=4, ready_on_demand=4, queue_depth=0.0,
                              running=20.0, kv_usage=0.2, gpu_util=0.5))
-    return FleetObservation(time_s=t, pools=pools, request_rate=rate, mean_input_tokens=15000.0,
+    return FleetObservation(time_s=t, pools=pools, request_rate=rate, mean_input_tokens=prompt,
                             mean_output_tokens=150.0, ttft_p50_s=ttft50, ttft_p95_s=3.0, itl_p50_s=0.01,
                             itl_p95_s=0.02)
 
 
-def prefill_correction_after(rate, ready, ttft50):
+def prefill_correction_after(rate, ready, ttft50, prompt=15000.0):
     s = PolicySpec(slo=SLOTargets(5.0, 0.05), constraints=Constraints(default_max_replicas=50))
     st = PolicyState()
     for t in range(0, 300, 30):
-        d, st = decide("default", prefill_loaded(float(t), rate, ready, ttft50), s, PROFILE, st)
+        d, st = decide("default", prefill_loaded(float(t), rate, ready, ttft50, prompt), s, PROFILE, st)
     return dict(d.predicted)["correction_prefill"]
 
 
@@ -320,6 +320,21 @@ def test_prefill_correction_expects_a_loaded_pool_to_queue():
     assert ttft50 > 4 * prefill_alone
     assert prefill_correction_after(busy, 2, ttft50) == pytest.approx(1.0)
     assert prefill_correction_after(calm, 2, ttft50) > 1.5
+
+
+def test_prefill_correction_reads_the_median_ttft_to_its_histogram_bucket():
+    """vLLM's TTFT histogram has a bucket from 1 to 2.5 s, and Prometheus interpolates a quantile inside
+    it: a median read as 2 s there does not contradict a model that predicts 1.06 s (no correction);
+    one read in the next bucket up (2.5-5 s) does."""
+    s = PolicySpec(slo=SLOTargets(5.0, 0.05))
+    prompt = 30000.0
+    _, work, _, _ = capacity.prefill_pool_terms(PROFILE, prompt, s.slo, s.tuning)
+    calm = 0.3 * 2 / work                     # 30% busy on 2 replicas: no median wait in the model
+    predicted = (PROFILE.prompt_prefill_ms(prompt, s.tuning.prefill_chunk_tokens) / 1000
+                 + capacity.kv_transfer_s(PROFILE, prompt, s.tuning.kv_transfer_bytes_per_s))
+    assert 1.0 < predicted < 2.0 / s.tuning.correction_deadband     # 2 s would read as slow, unbucketed
+    assert prefill_correction_after(calm, 2, 2.0, prompt) == pytest.approx(1.0)
+    assert prefill_correction_after(calm, 2, 3.0, prompt) > 1.2
 
 
 @pytest.mark.parametrize("tokens,expected", [(100.0, 0.25), (60000.0, 2.0)])

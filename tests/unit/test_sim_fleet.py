@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 from llmd_operator.sim.baselines import POLICY_NAMES
 from llmd_operator.sim.command import parse_duration, simulate
-from llmd_operator.sim.fleet import SimConfig, simulate_fleet
+from llmd_operator.sim.fleet import SimConfig, histogram_quantile, simulate_fleet
 from llmd_operator.sim.run import config_for, run_policy
 from llmd_operator.sim.trace import Request, Trace
 from llmd_operator.slo.profiles import default_profile
@@ -150,6 +150,37 @@ def test_the_policy_sees_rates_over_the_loops_metrics_window(window, rates):
     watch = Watch({"monolithic": 1})
     simulate_fleet(burst, PROFILE, SimConfig(metrics_window_s=window), watch)
     assert watch.seen[:5] == rates
+
+
+@pytest.mark.parametrize("values, q, expected", [
+    ([0.3] * 20, 0.95, 0.25 + 0.25 * 0.95),          # all in (0.25, 0.5]: interpolated, not 0.3
+    ([0.1, 0.2], 0.5, 0.25 * 0.5),                   # the first bucket starts at 0
+    ([0.5] * 19 + [3.0], 0.95, 0.5),                 # a value on a bound counts in that bucket
+    ([10.0] * 5, 0.95, 5.0),                         # past the last bound: the last bound
+    ([], 0.95, None),
+])
+def test_histogram_quantile_reads_as_prometheus_does(values, q, expected):
+    got = histogram_quantile(q, values, [0.25, 0.5, 0.75, 1.0, 2.5, 5.0])
+    assert got == (None if expected is None else pytest.approx(expected))
+
+
+@pytest.mark.parametrize("reading", ["histogram", "exact"])
+def test_the_policy_reads_latency_quantiles_as_the_loop_does_unless_told_exact(reading):
+    """By default the policy sees what the operator can see: a p95 interpolated in vLLM's TTFT bucket."""
+    class Watch(Static):
+        seen: list = []
+
+        def decide(self, obs):
+            self.seen.append(obs.ttft_p95_s)
+            return super().decide(obs)
+    # one short prompt a second on an idle replica: every request has the same TTFT
+    steady = Trace("t", "test", tuple(Request(i + 0.5, 100, 10) for i in range(60)))
+    watch = Watch({"monolithic": 1})
+    res = simulate_fleet(steady, PROFILE, SimConfig(latency_quantiles=reading), watch)
+    ttft = res.ttfts[0]
+    assert max(res.ttfts) == pytest.approx(ttft) and 0.01 < ttft < 0.02
+    expected = ttft if reading == "exact" else 0.01 + 0.01 * 0.95    # vLLM's TTFT bucket (0.01, 0.02]
+    assert watch.seen[0] == pytest.approx(expected)
 
 
 @pytest.mark.parametrize("policy", POLICY_NAMES)

@@ -13,6 +13,7 @@ import click
 
 from ..slo.profiles import ProfileError, default_profile, load_profile
 from .baselines import POLICY_NAMES
+from .fleet import LATENCY_QUANTILES
 from .run import config_for, run_policy
 from .trace import TraceError, load_trace
 
@@ -74,6 +75,9 @@ def _table(summary: dict) -> str:
 @click.option("--metrics-window", type=Duration(), default=None,
               help="Range the policy's rates and latency quantiles cover, as the operator's --metrics-window "
                    "(whole intervals). Default: one interval, as the operator's default.")
+@click.option("--latency-quantiles", type=click.Choice(LATENCY_QUANTILES), default="histogram", show_default=True,
+              help="How the policy reads latency quantiles: as the operator does, Prometheus's histogram_quantile "
+                   "over vLLM's histogram buckets (histogram), or exactly from the requests (exact).")
 @click.option("--startup-delay", type=Duration(), default="90s", show_default=True,
               help="Pod creation to ready; billed.")
 @click.option("--spot-interruptions", type=float, default=0.0, show_default=True,
@@ -85,8 +89,8 @@ def _table(summary: dict) -> str:
 @click.option("--timeline/--no-timeline", default=False, show_default=True,
               help="Include the per-interval timeline in the JSON.")
 def simulate(trace_path, policy, rate_multiplier, rate_mode, start_s, duration_s, ttft_slo, itl_slo, model, quantization,
-             gpu_product, tp, profile_path, mode, interval, metrics_window, startup_delay, spot_interruptions,
-             max_spot_ratio, seed, output, timeline):
+             gpu_product, tp, profile_path, mode, interval, metrics_window, latency_quantiles, startup_delay,
+             spot_interruptions, max_spot_ratio, seed, output, timeline):
     """Replay a request trace through modelled vLLM replicas under a scaling policy and print
     GPU-hours, cost, SLO attainment and latency percentiles."""
     try:
@@ -95,7 +99,8 @@ def simulate(trace_path, policy, rate_multiplier, rate_mode, start_s, duration_s
                    else default_profile(model, gpu_product, quantization, tp))
         cfg = config_for(profile, profile.gpu_product if profile_path else gpu_product,
                          ttft_slo_s=ttft_slo, itl_slo_s=itl_slo, mode=mode,
-                         interval_s=interval, metrics_window_s=metrics_window, startup_delay_s=startup_delay,
+                         interval_s=interval, metrics_window_s=metrics_window, latency_quantiles=latency_quantiles,
+                         startup_delay_s=startup_delay,
                          spot_interruptions_per_hour=spot_interruptions, seed=seed)
     except (TraceError, ProfileError, OSError) as e:
         raise click.ClickException(str(e)) from e

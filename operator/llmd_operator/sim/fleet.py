@@ -4,6 +4,7 @@ for targets every interval. Replays a trace; returns per-request latencies, GPU-
 
 from __future__ import annotations
 
+import bisect
 import collections
 import heapq
 import math
@@ -11,6 +12,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
+from ..planning.plan import ENGINE
 from ..slo.decide import capacity
 from ..slo.decide.types import FleetObservation, PoolObservation
 from ..slo.profiles import CapacityProfile
@@ -27,6 +29,9 @@ class SimConfig:
     # the range the policy's rates and latency quantiles cover, as the loop's --metrics-window; None: one
     # interval (the loop's default). Counted in whole intervals, the last ones before each decision.
     metrics_window_s: float | None = None
+    # how the policy reads latency quantiles: "histogram", as the loop does (Prometheus's histogram_quantile
+    # over the buckets vLLM exports), or "exact", from the interval's requests themselves
+    latency_quantiles: str = "histogram"
     startup_delay_s: float = 90.0
     chunk_tokens: int = 2048                 # monolithic max-num-batched-tokens
     prefill_chunk_tokens: int = 8192         # prefill pool max-num-batched-tokens
@@ -82,6 +87,32 @@ def _pct(vals: list[float], q: float) -> float | None:
     s = sorted(vals)
     k = min(len(s) - 1, max(0, math.ceil(q * len(s)) - 1))
     return s[k]
+
+
+LATENCY_QUANTILES = ("histogram", "exact")
+LATENCY_BUCKETS = ENGINE["vllm_histogram_buckets"]   # upper bounds (le) of vLLM's latency histograms
+
+
+def histogram_quantile(q: float, values: list[float], bounds: list[float]) -> float | None:
+    """What Prometheus's histogram_quantile(q, ...) returns for `values` observed into a histogram with
+    these upper bounds: the bucket where the cumulative count reaches q x count, interpolated linearly
+    from its lower bound (0 for the first bucket); the highest finite bound when that is the +Inf
+    bucket. vLLM's buckets are coarse (TTFT: 0.25, 0.5, 0.75, 1, 2.5, 5 s, ...), so the loop reads a
+    quantile that can sit anywhere in its bucket; None without values."""
+    if not values:
+        return None
+    counts = [0] * (len(bounds) + 1)
+    for v in values:
+        counts[bisect.bisect_left(bounds, v)] += 1      # a bucket counts values <= its bound
+    rank, below = q * len(values), 0
+    for i, n in enumerate(counts):
+        if n and below + n >= rank:
+            if i == len(bounds):
+                return bounds[-1]
+            lower = bounds[i - 1] if i else 0.0
+            return lower + (bounds[i] - lower) * (rank - below) / n
+        below += n
+    return bounds[-1]
 
 
 class Fleet:
@@ -291,6 +322,11 @@ class Fleet:
                         self.route(q, self.roles[0], now)
 
     # ---- observation ------------------------------------------------------------------------------
+    def _quantile(self, q: float, values: list[float], histogram: str) -> float | None:
+        if self.cfg.latency_quantiles == "exact":
+            return _pct(values, q)
+        return histogram_quantile(q, values, LATENCY_BUCKETS[histogram])
+
     def observe(self, now: float, interval: float, last_in: float, last_out: float) -> FleetObservation:
         pools = []
         for role in self.roles:
@@ -320,8 +356,8 @@ class Fleet:
             time_s=now, pools=tuple(pools), request_rate=n / span,
             mean_input_tokens=(tokens_in / n) if n else last_in,
             mean_output_tokens=(tokens_out / n) if n else last_out,
-            ttft_p50_s=_pct(ttfts, 0.5), ttft_p95_s=_pct(ttfts, 0.95),
-            itl_p50_s=_pct(itls, 0.5), itl_p95_s=_pct(itls, 0.95),
+            ttft_p50_s=self._quantile(0.5, ttfts, "ttft_seconds"), ttft_p95_s=self._quantile(0.95, ttfts, "ttft_seconds"),
+            itl_p50_s=self._quantile(0.5, itls, "itl_seconds"), itl_p95_s=self._quantile(0.95, itls, "itl_seconds"),
             tokens_per_s=generated / span,
             cost_per_hour=sum((self.cfg.price_spot if r.spot else self.cfg.price_on_demand)
                               for role in self.roles for r in self.alive(role)),
