@@ -3,7 +3,7 @@
 
     .venv/bin/python bench/autoscale.py [--traces DIR] [--out bench/out] [--quick] [--no-plots]
                                         [--start 0s] [--duration 1h] [--metrics-window 30s]
-                                        [--latency-quantiles histogram|exact]
+                                        [--latency-quantiles histogram|exact] [--lengths-at completion|arrival]
 
 Prints a table, writes bench/out/autoscale.json and one PNG per run (load, replicas per pool,
 latency against target over time). Not a test. See bench/README.md for the figures and what they mean.
@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT / "operator"))
 
 from llmd_operator.sim.baselines import POLICY_NAMES  # noqa: E402
 from llmd_operator.sim.command import parse_duration  # noqa: E402
-from llmd_operator.sim.fleet import LATENCY_QUANTILES  # noqa: E402
+from llmd_operator.sim.fleet import LATENCY_QUANTILES, LENGTHS_AT  # noqa: E402
 from llmd_operator.sim.run import config_for, run_policy  # noqa: E402
 from llmd_operator.sim.trace import detect_format, load_trace  # noqa: E402
 from llmd_operator.slo.profiles import default_profile, gpu_hour_prices  # noqa: E402
@@ -120,6 +120,9 @@ def main() -> int:
     ap.add_argument("--latency-quantiles", choices=LATENCY_QUANTILES, default="histogram",
                     help="how the policies read latency quantiles: histogram_quantile over vLLM's buckets, as the "
                          "operator does (default), or exact, from the requests themselves")
+    ap.add_argument("--lengths-at", choices=LENGTHS_AT, default="completion",
+                    help="when the policies learn a request's lengths: when it finishes, as the operator does "
+                         "(default), or when it arrives")
     args = ap.parse_args()
     metrics_window_s = parse_duration(args.metrics_window) if args.metrics_window else None
     start_s = parse_duration(args.start)
@@ -143,7 +146,8 @@ def main() -> int:
         for mult, rmode in rates:
             trace = base.at_rate(mult, rmode)
             cfg = config_for(profile, GPU, mode=setup["mode"], ttft_slo_s=setup["ttft"], itl_slo_s=setup["itl"],
-                             metrics_window_s=metrics_window_s, latency_quantiles=args.latency_quantiles)
+                             metrics_window_s=metrics_window_s, latency_quantiles=args.latency_quantiles,
+                             lengths_at=args.lengths_at)
             rows = []
             for pol in policies:
                 log(f"[{time.perf_counter() - started:6.0f}s] {path.name} x{mult:g} {rmode} "

@@ -381,3 +381,17 @@ def test_a_decode_pool_does_not_shrink_back_into_a_full_cache():
     roomy = replace(quiet, pools=(pools[0], replace(pools[1], kv_usage=0.2)))
     d, _ = decide("default", roomy, s, PROFILE, PolicyState(extra={"first_seen_s": 0.0}))
     assert d.pool("decode").target == 1
+
+
+def test_a_window_where_no_request_finished_keeps_the_last_lengths_seen():
+    """vLLM counts a request's lengths when it finishes: a window of long answers still being written has
+    0/0 length histograms. That is not missing data once lengths have been seen; before, it is."""
+    rate = 3 * per_replica()
+    unfinished = lambda t: replace(mono(t, rate, 3), mean_input_tokens=float("nan"),  # noqa: E731
+                                   mean_output_tokens=float("nan"))
+    first, st = decide("default", unfinished(0.0), SPEC, PROFILE, PolicyState())
+    assert first.held_for_missing_metrics and "mean_input_tokens" in first.reason
+    _, st = decide("default", mono(30.0, rate, 3), SPEC, PROFILE, st)
+    later, st = decide("default", unfinished(60.0), SPEC, PROFILE, st)
+    assert not later.held_for_missing_metrics
+    assert dict(later.predicted)["mean_input_tokens"] == pytest.approx(1000.0)

@@ -335,3 +335,22 @@ def test_the_live_simulator_exports_each_requests_time_per_output_token_as_vllm_
     assert request.finish > 0 and count == 1
     assert total == pytest.approx((request.finish - request.first_token) / 100)
     assert total == pytest.approx(PROFILE.decode_step_ms(1, 1050) / 1000, rel=0.05)   # one sequence decoding
+
+
+@pytest.mark.parametrize("lengths_at, seen", [
+    ("completion", [None, 1000.0, 100.0]),     # as the loop reads vLLM's length histograms: once finished
+    ("arrival", [1000.0, 1000.0, 100.0]),
+])
+def test_the_policy_learns_a_requests_lengths_when_it_finishes_as_the_loop_does(lengths_at, seen):
+    class Watch(Static):
+        seen: list = []
+
+        def decide(self, obs):
+            self.seen.append(obs.mean_input_tokens)
+            return super().decide(obs)
+    # ~35 s of decoding, done after the first tick; then a short request after the second
+    long_answer = Trace("t", "test", (Request(0.5, 1000, 6000), Request(65.0, 100, 10)))
+    watch = Watch({"monolithic": 1})
+    watch.seen = []
+    simulate_fleet(long_answer, PROFILE, SimConfig(lengths_at=lengths_at), watch)
+    assert watch.seen[:3] == seen

@@ -143,6 +143,7 @@ class DynamoPlanner:
         self.hist: list[float] = []
         self.pc = 1.0
         self.dc = 1.0
+        self.lengths = (1.0, 1.0)
 
     def initial(self, cfg: SimConfig) -> dict[str, tuple[int, int]]:
         return warm_start(self.trace, self.p, cfg)
@@ -155,8 +156,9 @@ class DynamoPlanner:
         h = self.hist[-5:]
         slope = (h[-1] - h[0]) / (len(h) - 1) if len(h) > 1 else 0.0
         rate = max(0.0, h[-1] + slope)
-        isl = max(1.0, obs.mean_input_tokens or 1.0)
-        osl = max(1.0, obs.mean_output_tokens or 1.0)
+        if _finite(obs.mean_input_tokens) and _finite(obs.mean_output_tokens):
+            self.lengths = (obs.mean_input_tokens, obs.mean_output_tokens)   # seen when requests finish
+        isl, osl = (max(1.0, x) for x in self.lengths)
         ctx = isl + osl / 2
         pre_tps = isl / (self.p.prompt_prefill_ms(isl, self.cfg.prefill_chunk_tokens) / 1000.0)
         # correction factors from observed p50 latencies vs the profile's expectation

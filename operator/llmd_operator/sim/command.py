@@ -13,7 +13,7 @@ import click
 
 from ..slo.profiles import ProfileError, default_profile, load_profile
 from .baselines import POLICY_NAMES
-from .fleet import LATENCY_QUANTILES
+from .fleet import LATENCY_QUANTILES, LENGTHS_AT
 from .run import config_for, run_policy
 from .trace import TraceError, load_trace
 
@@ -78,6 +78,9 @@ def _table(summary: dict) -> str:
 @click.option("--latency-quantiles", type=click.Choice(LATENCY_QUANTILES), default="histogram", show_default=True,
               help="How the policy reads latency quantiles: as the operator does, Prometheus's histogram_quantile "
                    "over vLLM's histogram buckets (histogram), or exactly from the requests (exact).")
+@click.option("--lengths-at", type=click.Choice(LENGTHS_AT), default="completion", show_default=True,
+              help="When the policy learns a request's prompt and answer lengths: when it finishes, as the operator "
+                   "does from vLLM's per-request token histograms (completion), or when it arrives (arrival).")
 @click.option("--startup-delay", type=Duration(), default="90s", show_default=True,
               help="Pod creation to ready; billed.")
 @click.option("--spot-interruptions", type=float, default=0.0, show_default=True,
@@ -89,8 +92,8 @@ def _table(summary: dict) -> str:
 @click.option("--timeline/--no-timeline", default=False, show_default=True,
               help="Include the per-interval timeline in the JSON.")
 def simulate(trace_path, policy, rate_multiplier, rate_mode, start_s, duration_s, ttft_slo, itl_slo, model, quantization,
-             gpu_product, tp, profile_path, mode, interval, metrics_window, latency_quantiles, startup_delay,
-             spot_interruptions, max_spot_ratio, seed, output, timeline):
+             gpu_product, tp, profile_path, mode, interval, metrics_window, latency_quantiles, lengths_at,
+             startup_delay, spot_interruptions, max_spot_ratio, seed, output, timeline):
     """Replay a request trace through modelled vLLM replicas under a scaling policy and print
     GPU-hours, cost, SLO attainment and latency percentiles."""
     try:
@@ -100,7 +103,7 @@ def simulate(trace_path, policy, rate_multiplier, rate_mode, start_s, duration_s
         cfg = config_for(profile, profile.gpu_product if profile_path else gpu_product,
                          ttft_slo_s=ttft_slo, itl_slo_s=itl_slo, mode=mode,
                          interval_s=interval, metrics_window_s=metrics_window, latency_quantiles=latency_quantiles,
-                         startup_delay_s=startup_delay,
+                         lengths_at=lengths_at, startup_delay_s=startup_delay,
                          spot_interruptions_per_hour=spot_interruptions, seed=seed)
     except (TraceError, ProfileError, OSError) as e:
         raise click.ClickException(str(e)) from e

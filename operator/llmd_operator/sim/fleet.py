@@ -32,6 +32,9 @@ class SimConfig:
     # how the policy reads latency quantiles: "histogram", as the loop does (Prometheus's histogram_quantile
     # over the buckets vLLM exports), or "exact", from the interval's requests themselves
     latency_quantiles: str = "histogram"
+    # when the policy learns a request's prompt and answer lengths: "completion", as the loop does (vLLM
+    # observes its per-request token histograms when a request finishes), or "arrival"
+    lengths_at: str = "completion"
     startup_delay_s: float = 90.0
     chunk_tokens: int = 2048                 # monolithic max-num-batched-tokens
     prefill_chunk_tokens: int = 8192         # prefill pool max-num-batched-tokens
@@ -90,6 +93,7 @@ def _pct(vals: list[float], q: float) -> float | None:
 
 
 LATENCY_QUANTILES = ("histogram", "exact")
+LENGTHS_AT = ("completion", "arrival")
 LATENCY_BUCKETS = ENGINE["vllm_histogram_buckets"]   # upper bounds (le) of vLLM's latency histograms
 
 
@@ -137,6 +141,9 @@ class Fleet:
         self.w_in = 0
         self.w_out = 0
         self.w_gen = 0
+        self.w_done = 0         # requests finished in the window, and their prompt and answer tokens
+        self.w_done_in = 0
+        self.w_done_out = 0
         self.pending_retry: list[SimRequest] = []
         self.desired: dict[str, tuple[int, int]] = {}      # role -> (on-demand, spot)
 
@@ -294,6 +301,9 @@ class Fleet:
             self.res.met_attainable += met
         self.w_itl.append(itl)
         self.w_gen += req.output
+        self.w_done += 1
+        self.w_done_in += req.input
+        self.w_done_out += req.output
         if now > self.res.end_s:
             self.res.end_s = now
 
@@ -347,15 +357,20 @@ class Fleet:
                 kv_usage=(sum(r.kv_usage() for r in ready) / len(ready)) if ready else 0.0,
                 gpu_util=(busy / (interval * len(ready))) if ready else 0.0,
                 tokens_per_s=None))
-        self.w_past.append((self.w_ttft, self.w_itl, self.w_arrivals, self.w_in, self.w_out, self.w_gen))
+        self.w_past.append((self.w_ttft, self.w_itl, self.w_arrivals, self.w_in, self.w_out, self.w_gen,
+                            self.w_done, self.w_done_in, self.w_done_out))
         span = interval * len(self.w_past)
         ttfts = [x for w in self.w_past for x in w[0]]
         itls = [x for w in self.w_past for x in w[1]]
-        n, tokens_in, tokens_out, generated = (sum(w[k] for w in self.w_past) for k in (2, 3, 4, 5))
+        n, generated = (sum(w[k] for w in self.w_past) for k in (2, 5))
+        lengths = (6, 7, 8) if self.cfg.lengths_at == "completion" else (2, 3, 4)
+        unknown = (lambda last: None) if self.cfg.lengths_at == "completion" else (lambda last: last)
+        counted, tokens_in, tokens_out = (sum(w[k] for w in self.w_past) for k in lengths)
         obs = FleetObservation(
             time_s=now, pools=tuple(pools), request_rate=n / span,
-            mean_input_tokens=(tokens_in / n) if n else last_in,
-            mean_output_tokens=(tokens_out / n) if n else last_out,
+            # no request finished in the window: the loop's length histograms are 0/0 (missing)
+            mean_input_tokens=(tokens_in / counted) if counted else unknown(last_in),
+            mean_output_tokens=(tokens_out / counted) if counted else unknown(last_out),
             ttft_p50_s=self._quantile(0.5, ttfts, "ttft_seconds"), ttft_p95_s=self._quantile(0.95, ttfts, "ttft_seconds"),
             itl_p50_s=self._quantile(0.5, itls, "itl_seconds"), itl_p95_s=self._quantile(0.95, itls, "itl_seconds"),
             tokens_per_s=generated / span,
@@ -364,6 +379,7 @@ class Fleet:
             demand_signal=float(len(self.pending_retry)))
         self.w_ttft, self.w_itl = [], []
         self.w_arrivals = self.w_in = self.w_out = self.w_gen = 0
+        self.w_done = self.w_done_in = self.w_done_out = 0
         return obs
 
 

@@ -214,14 +214,17 @@ REQUIRED_METRICS = ("request_rate",)  # the dispatcher holds when these are miss
 
 def decide(obs: FleetObservation, spec: PolicySpec, profile: CapacityProfile | None,
            state: PolicyState) -> tuple:
-    if obs.request_rate > 0:
-        why = metrics_problem(obs, ("mean_input_tokens", "mean_output_tokens"))
-        if why:
-            return hold(obs, NAME, state, why)
-    if not (_finite(obs.mean_input_tokens) and _finite(obs.mean_output_tokens)):
-        # no requests, so the length histograms are 0/0: keep the last lengths seen
-        last = state.history[-1] if state.history else [0.0, 0.0, 1.0, 1.0]
-        obs = replace(obs, mean_input_tokens=last[2], mean_output_tokens=last[3])
+    if _finite(obs.mean_input_tokens) and _finite(obs.mean_output_tokens):
+        state.extra["lengths"] = [float(obs.mean_input_tokens), float(obs.mean_output_tokens)]
+    else:
+        # vLLM observes a request's lengths when it finishes: a window in which none finished (none
+        # came, or a long answer is still being written) has 0/0 histograms. Keep the last lengths
+        # seen; with none seen yet and requests coming, there is nothing to size them by.
+        seen = state.extra.get("lengths")
+        if seen is None and obs.request_rate > 0:
+            return hold(obs, NAME, state, metrics_problem(obs, ("mean_input_tokens", "mean_output_tokens")))
+        seen = seen or [1.0, 1.0]
+        obs = replace(obs, mean_input_tokens=seen[0], mean_output_tokens=seen[1])
     if profile is None:
         return hold(obs, NAME, state, "no capacity profile for this model and GPU")
     tn = spec.tuning
