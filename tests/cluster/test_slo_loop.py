@@ -150,7 +150,8 @@ def test_load_steps_resize_the_pool_and_missing_metrics_hold_it(closed_loop, nam
     # the decision in words first, then the Deployments it moved
     assert any(re.match(r"monolithic \d+->\d+: .+ \(Deployments: monolithic/(spot|on-demand) \d+->\d+",
                         e["message"]) for e in events), [e["message"] for e in events]
-    itl = 'histogram_quantile(0.95, sum by (le) (rate(vllm:inter_token_latency_seconds_bucket[15s])))'
+    # the ITL the objective is scored on: each request's mean time per output token
+    itl = 'histogram_quantile(0.95, sum by (le) (rate(vllm:request_time_per_output_token_seconds_bucket[15s])))'
     wait_for(lambda: (lambda v: v is not None and v <= ITL_TARGET_S)(prometheus.value(itl)), 180,
              "ITL p95 back under 50 ms after scaling up")
     peak = sum(pool(namespace).values())
