@@ -31,6 +31,18 @@ class Static:
         return self.initial(None)
 
 
+class Recorder(Static):
+    """A static fleet that keeps every observation the policy is given."""
+
+    def __init__(self, sizes):
+        super().__init__(sizes)
+        self.seen = []
+
+    def decide(self, obs):
+        self.seen.append(obs)
+        return self.initial(None)
+
+
 TRACE = poisson_trace(30.0, 300)
 
 
@@ -140,16 +152,10 @@ def test_scale_up_pays_for_startup_before_serving():
     (120.0, [1.0, 0.5, 0.333, 0.25, 0.0]),      # --metrics-window 2m: the burst fades over four ticks
 ])
 def test_the_policy_sees_rates_over_the_loops_metrics_window(window, rates):
-    class Watch(Static):
-        seen: list = []
-
-        def decide(self, obs):
-            self.seen.append(round(obs.request_rate, 3))
-            return super().decide(obs)
     burst = Trace("t", "test", tuple(Request(i + 0.5, 100, 10) for i in range(30)) + (Request(170.0, 100, 10),))
-    watch = Watch({"monolithic": 1})
-    simulate_fleet(burst, PROFILE, SimConfig(metrics_window_s=window), watch)
-    assert watch.seen[:5] == rates
+    rec = Recorder({"monolithic": 1})
+    simulate_fleet(burst, PROFILE, SimConfig(metrics_window_s=window), rec)
+    assert [round(o.request_rate, 3) for o in rec.seen[:5]] == rates
 
 
 @pytest.mark.parametrize("values, q, expected", [
@@ -167,20 +173,14 @@ def test_histogram_quantile_reads_as_prometheus_does(values, q, expected):
 @pytest.mark.parametrize("reading", ["histogram", "exact"])
 def test_the_policy_reads_latency_quantiles_as_the_loop_does_unless_told_exact(reading):
     """By default the policy sees what the operator can see: a p95 interpolated in vLLM's TTFT bucket."""
-    class Watch(Static):
-        seen: list = []
-
-        def decide(self, obs):
-            self.seen.append(obs.ttft_p95_s)
-            return super().decide(obs)
     # one short prompt a second on an idle replica: every request has the same TTFT
     steady = Trace("t", "test", tuple(Request(i + 0.5, 100, 10) for i in range(60)))
-    watch = Watch({"monolithic": 1})
-    res = simulate_fleet(steady, PROFILE, SimConfig(latency_quantiles=reading), watch)
+    rec = Recorder({"monolithic": 1})
+    res = simulate_fleet(steady, PROFILE, SimConfig(latency_quantiles=reading), rec)
     ttft = res.ttfts[0]
     assert max(res.ttfts) == pytest.approx(ttft) and 0.01 < ttft < 0.02
     expected = ttft if reading == "exact" else 0.01 + 0.01 * 0.95    # vLLM's TTFT bucket (0.01, 0.02]
-    assert watch.seen[0] == pytest.approx(expected)
+    assert rec.seen[0].ttft_p95_s == pytest.approx(expected)
 
 
 @pytest.mark.parametrize("policy", POLICY_NAMES)
@@ -273,16 +273,6 @@ def test_moving_a_pool_to_spot_surges_instead_of_dropping_capacity():
     assert min(ready) >= 4
 
 
-class Recorder(Static):
-    def __init__(self, sizes):
-        super().__init__(sizes)
-        self.seen = []
-
-    def decide(self, obs):
-        self.seen.append(obs)
-        return self.initial(None)
-
-
 def test_kv_usage_reports_the_tokens_held_not_the_answer_reserved_at_admission():
     tr = Trace("one", "test", (Request(0.0, 1000, 3000),))
     rec = Recorder({"monolithic": 1})
@@ -342,15 +332,8 @@ def test_the_live_simulator_exports_each_requests_time_per_output_token_as_vllm_
     ("arrival", [1000.0, 1000.0, 100.0]),
 ])
 def test_the_policy_learns_a_requests_lengths_when_it_finishes_as_the_loop_does(lengths_at, seen):
-    class Watch(Static):
-        seen: list = []
-
-        def decide(self, obs):
-            self.seen.append(obs.mean_input_tokens)
-            return super().decide(obs)
     # ~35 s of decoding, done after the first tick; then a short request after the second
     long_answer = Trace("t", "test", (Request(0.5, 1000, 6000), Request(65.0, 100, 10)))
-    watch = Watch({"monolithic": 1})
-    watch.seen = []
-    simulate_fleet(long_answer, PROFILE, SimConfig(lengths_at=lengths_at), watch)
-    assert watch.seen[:3] == seen
+    rec = Recorder({"monolithic": 1})
+    simulate_fleet(long_answer, PROFILE, SimConfig(lengths_at=lengths_at), rec)
+    assert [o.mean_input_tokens for o in rec.seen[:3]] == seen

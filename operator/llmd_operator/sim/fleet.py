@@ -364,13 +364,16 @@ class Fleet:
         itls = [x for w in self.w_past for x in w[1]]
         n, generated = (sum(w[k] for w in self.w_past) for k in (2, 5))
         lengths = (6, 7, 8) if self.cfg.lengths_at == "completion" else (2, 3, 4)
-        unknown = (lambda last: None) if self.cfg.lengths_at == "completion" else (lambda last: last)
         counted, tokens_in, tokens_out = (sum(w[k] for w in self.w_past) for k in lengths)
+        if counted:
+            mean_in, mean_out = tokens_in / counted, tokens_out / counted
+        elif self.cfg.lengths_at == "completion":
+            mean_in = mean_out = None        # none finished: the loop's length histograms are 0/0
+        else:
+            mean_in, mean_out = last_in, last_out
         obs = FleetObservation(
             time_s=now, pools=tuple(pools), request_rate=n / span,
-            # no request finished in the window: the loop's length histograms are 0/0 (missing)
-            mean_input_tokens=(tokens_in / counted) if counted else unknown(last_in),
-            mean_output_tokens=(tokens_out / counted) if counted else unknown(last_out),
+            mean_input_tokens=mean_in, mean_output_tokens=mean_out,
             ttft_p50_s=self._quantile(0.5, ttfts, "ttft_seconds"), ttft_p95_s=self._quantile(0.95, ttfts, "ttft_seconds"),
             itl_p50_s=self._quantile(0.5, itls, "itl_seconds"), itl_p95_s=self._quantile(0.95, itls, "itl_seconds"),
             tokens_per_s=generated / span,
