@@ -36,6 +36,12 @@ def evaluate(tmp_path: Path, series: list[dict], checks: list[dict]) -> subproce
     return subprocess.run([promtool(), "test", "rules", "test.yml"], cwd=tmp_path, capture_output=True, text=True)
 
 
+def histogram_series(name: str, labels: str, observed: list[float], bounds: list[float]) -> list[dict]:
+    """A vLLM histogram's cumulative `_bucket` series when the same `observed` values arrive every 15 s."""
+    return [{"series": f'{name}_bucket{{{labels}, le="{le}"}}',
+             "values": f"0+{sum(1 for v in observed if le == '+Inf' or v <= le)}x20"} for le in [*bounds, "+Inf"]]
+
+
 def test_gpu_utilization_reaches_each_pool_from_dcgm_series_that_only_name_the_pod(tmp_path):
     series = []
     for pod, (deployment, role, gpus) in PODS.items():
@@ -102,16 +108,12 @@ def test_request_rate_is_what_arrived_completions_plus_the_growth_of_what_is_hel
 def test_itl_is_each_requests_mean_time_per_output_token_where_vllm_exports_it(tmp_path):
     """vLLM's per-request TPOT histogram is what an ITL objective is scored on; a release without it
     (only the gaps between outputs are timed) is read from its inter-token histogram instead."""
-    def histogram(name: str, labels: str, bucket_upper: str) -> list[dict]:
-        # 10 observations per 15 s, all in the bucket ending at `bucket_upper`
-        bounds = ["0.01", "0.025", "0.05", "0.075", "+Inf"]
-        reached = bounds.index(bucket_upper)
-        return [{"series": f'{name}_bucket{{{labels}, le="{le}"}}', "values": "0+10x20" if i >= reached else "0x20"}
-                for i, le in enumerate(bounds)]
+    bounds = [0.01, 0.025, 0.05, 0.075]
     legacy = 'namespace="team", pod="legacy-0", llm_d_deployment="legacy", llm_d_role="decode"'
-    series = (histogram("vllm:request_time_per_output_token_seconds", f"{POD}, {OURS}", "0.025")
-              + histogram("vllm:inter_token_latency_seconds", f"{POD}, {OURS}", "0.075")
-              + histogram("vllm:inter_token_latency_seconds", legacy, "0.05"))
+    # 10 observations per 15 s, all in one bucket: (0.01, 0.025], (0.05, 0.075] and (0.025, 0.05]
+    series = (histogram_series("vllm:request_time_per_output_token_seconds", f"{POD}, {OURS}", [0.02] * 10, bounds)
+              + histogram_series("vllm:inter_token_latency_seconds", f"{POD}, {OURS}", [0.06] * 10, bounds)
+              + histogram_series("vllm:inter_token_latency_seconds", legacy, [0.04] * 10, bounds))
     result = evaluate(tmp_path, series, [{"expr": observe.queries("2m")["itl_p95_s"][0], "eval_time": "4m", "exp_samples": [
         {"labels": '{namespace="team", llm_d_deployment="chat"}', "value": 0.01 + 0.95 * 0.015},       # per request
         {"labels": '{namespace="team", llm_d_deployment="legacy"}', "value": 0.025 + 0.95 * 0.025},    # per gap
@@ -126,11 +128,7 @@ def test_the_simulator_reads_latency_quantiles_as_the_loops_queries_do(tmp_path)
 
     ttfts = [0.03, 0.2, 0.3, 0.3, 0.45, 0.5, 0.6, 0.8, 1.2, 1.2, 3.0, 6.0, 0.07, 0.09, 0.33, 0.41, 0.62, 0.9, 2.2, 0.15]
     bounds = LATENCY_BUCKETS["ttft_seconds"]
-    series = []
-    for le in [*bounds, "+Inf"]:
-        per_scrape = sum(1 for v in ttfts if le == "+Inf" or v <= le)      # the same requests every 15 s
-        series.append({"series": f'vllm:time_to_first_token_seconds_bucket{{{POD}, {OURS}, le="{le}"}}',
-                       "values": f"0+{per_scrape}x20"})
+    series = histogram_series("vllm:time_to_first_token_seconds", f"{POD}, {OURS}", ttfts, bounds)
     chat = '{namespace="team", llm_d_deployment="chat"}'
     checks = [{"expr": observe.queries("2m")[f"ttft_p{q}_s"][0], "eval_time": "4m",
                "exp_samples": [{"labels": chat, "value": histogram_quantile(q / 100, ttfts, bounds)}]}
