@@ -124,3 +124,52 @@ def test_no_traffic_counts_as_no_latency_not_missing_data():
         n = d.pools[0].target
         targets.append(n)
     assert targets[-1] < 4
+
+
+def _seed_inline_policy(catalog):
+    """The seed's llama-3.1-8b-optimized: an inline sloPolicy whose objectives include cost_per_request."""
+    from llmd_operator.api.llmdeployment import LLMDeployment
+    from llmd_operator.planning.plan import PlanOptions, plan_deployment
+    from llmd_operator.slo import policy_inputs
+    from tests.conftest import seed_documents
+    body = next(d.body for d in seed_documents()
+                if d.body["kind"] == "LLMDeployment" and d.body["metadata"]["name"] == "llama-3.1-8b-optimized")
+    deployment = LLMDeployment.model_validate(body)
+    plan = plan_deployment(deployment, catalog, PlanOptions())
+    return policy_inputs.policy_spec(deployment, None, plan, spot_available=False, interval_s=30)
+
+
+def _seed_load(rate, t=600.0, replicas=2, tokens_per_s=400.0):
+    pools = tuple(PoolObservation(role=r, replicas_on_demand=replicas, ready_on_demand=replicas, queue_depth=0.0,
+                                  running=4.0, kv_usage=0.2, gpu_util=0.5) for r in ("monolithic",))
+    return FleetObservation(time_s=t, pools=pools, request_rate=rate, mean_input_tokens=500.0,
+                            mean_output_tokens=10.0, ttft_p50_s=0.1, ttft_p95_s=0.2, itl_p50_s=0.02,
+                            itl_p95_s=0.03, tokens_per_s=tokens_per_s)
+
+
+def test_the_seeds_cost_per_request_objective_is_measured_and_acted_on(catalog):
+    spec = _seed_inline_policy(catalog)
+    assert "cost_per_request" in [o.name for o in spec.threshold.objectives]
+    per_hour = 2 * spec.prices.on_demand_per_hour
+    # 0.2 req/s on two replicas: dollars per request far above the $0.002 target
+    d, _ = decide("threshold", _seed_load(rate=0.2), spec, None, PolicyState())
+    assert not d.held_for_missing_metrics
+    assert dict(d.slo_scores)["cost_per_request"] == pytest.approx((per_hour / (0.2 * 3600) - 0.002) / 0.002)
+    # the default policy reports the same score in status
+    d_default, _ = decide("default", _seed_load(rate=0.2), spec, None, PolicyState())
+    assert dict(d_default.slo_scores)["cost_per_request"] == pytest.approx(dict(d.slo_scores)["cost_per_request"])
+    # 20 req/s: cheap per request, fast, above the throughput floor: the seed's scale-down condition
+    # (weighted violation below -0.1 for 5 minutes) removes a replica
+    state = PolicyState()
+    d, state = decide("threshold", _seed_load(rate=20.0), spec, None, state)
+    assert dict(d.slo_scores)["cost_per_request"] == pytest.approx((per_hour / (20 * 3600) - 0.002) / 0.002)
+    assert d.pools[0].target == 2
+    d, state = decide("threshold", _seed_load(rate=20.0, t=900.0), spec, None, state)
+    assert d.pools[0].target == 1 and d.pools[0].action == "remove_replicas"
+
+
+def test_an_idle_deployment_has_no_cost_per_request_to_violate(catalog):
+    spec = _seed_inline_policy(catalog)
+    d, _ = decide("threshold", _seed_load(rate=0.0, tokens_per_s=0.0), spec, None, PolicyState())
+    assert not d.held_for_missing_metrics
+    assert dict(d.slo_scores)["cost_per_request"] == -1.0

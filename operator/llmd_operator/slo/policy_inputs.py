@@ -97,7 +97,9 @@ def threshold_rules(objectives, scaling) -> ThresholdRules:
     if scaling is not None and getattr(scaling, "scale_up_threshold", None) is not None:
         up = (ScaleCondition(slo_violation=scaling.scale_up_threshold, urgency="normal"),)
     if scaling is not None and getattr(scaling, "scale_down_threshold", None) is not None:
-        down = (ScaleCondition(slo_violation=-(1 - scaling.scale_down_threshold), min_idle_time_s=300.0),)
+        # the seed's "scale down if <10% SLO violation" at 0.90: its over-performing rule, violation < -0.1
+        down = (ScaleCondition(slo_violation=-(1 - scaling.scale_down_threshold), min_idle_time_s=300.0,
+                               action="remove_replicas"),)
     return ThresholdRules(objectives=rules, scale_up=up, scale_down=down)
 
 

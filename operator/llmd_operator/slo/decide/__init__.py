@@ -48,7 +48,8 @@ def decide(algorithm: str | None, observation: FleetObservation, spec: PolicySpe
     if not decision.slo_scores:
         # every policy reports how far each objective is from its target, not only the one that
         # decides with those scores: status and the llmd_slo_score metric read them
-        scores = threshold.slo_scores(observation, spec.threshold.objectives or threshold.default_objectives(spec))
+        scores = threshold.slo_scores(observation, spec.threshold.objectives or threshold.default_objectives(spec),
+                                      threshold.current_cost_per_hour(observation, spec))
         if scores:
             decision = replace(decision, slo_scores=tuple(sorted(scores.items())))
     return decision, state

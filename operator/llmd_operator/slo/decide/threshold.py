@@ -36,14 +36,29 @@ def default_objectives(spec: PolicySpec) -> tuple[Objective, ...]:
 
 
 _LATENCY = {"ttft_p95", "ttft", "itl_p95", "itl", "latency_p95", "weighted_latency"}
+# measured per request: with no requests there is nothing to measure, and nothing is violated
+_PER_REQUEST = _LATENCY | {"cost_per_request"}
 
 
-def _measured(obs: FleetObservation, o: Objective) -> float | None:
+def current_cost_per_hour(obs: FleetObservation, spec: PolicySpec) -> float:
+    """What the fleet costs now: the caller's figure when it has one, else replicas x prices."""
+    if _finite(obs.cost_per_hour):
+        return obs.cost_per_hour
+    return sum(p.replicas_on_demand * spec.prices.on_demand_per_hour
+               + p.replicas_spot * (spec.prices.spot_per_hour or spec.prices.on_demand_per_hour) for p in obs.pools)
+
+
+def _measured(obs: FleetObservation, o: Objective, cost_per_hour: float | None) -> float | None:
     given = dict(obs.objective_values)
     if o.name in given:
         return given[o.name]
     metric = o.metric or o.name
     pools = obs.pools
+    if metric == "cost_per_request":
+        # dollars per request as the seed's cost objective reads it: the fleet's $/hour over requests/hour
+        if _finite(cost_per_hour) and _finite(obs.request_rate) and obs.request_rate > 0:
+            return cost_per_hour / (obs.request_rate * 3600.0)
+        return None
     if metric in ("ttft_p95", "ttft"):
         return obs.ttft_p95_s
     if metric in ("itl_p95", "itl"):
@@ -63,13 +78,16 @@ def _measured(obs: FleetObservation, o: Objective) -> float | None:
     return None
 
 
-def slo_scores(obs: FleetObservation, objectives: tuple[Objective, ...]) -> dict[str, float] | None:
+def slo_scores(obs: FleetObservation, objectives: tuple[Objective, ...],
+               cost_per_hour: float | None = None) -> dict[str, float] | None:
+    """Violation per objective, (actual - target) / target (sign flipped for floors); None when one
+    has no measured value. `cost_per_hour` is what the fleet costs now (cost_per_request objectives)."""
     scores = {}
     idle = _finite(obs.request_rate) and obs.request_rate == 0
     for o in objectives:
-        actual = _measured(obs, o)
-        if actual is None and idle and (o.metric or o.name) in _LATENCY:
-            actual = 0.0          # no requests: no latency (NaN quantiles are not missing data here)
+        actual = _measured(obs, o, cost_per_hour)
+        if actual is None and idle and (o.metric or o.name) in _PER_REQUEST:
+            actual = 0.0          # no requests: no latency, no cost per request (NaN is not missing data here)
         if not _finite(actual) or o.target == 0:
             return None
         v = (actual - o.target) / o.target
@@ -92,16 +110,14 @@ REQUIRED_METRICS: tuple[str, ...] = ()  # the dispatcher holds when these are mi
 def decide(obs: FleetObservation, spec: PolicySpec, profile: CapacityProfile | None,
            state: PolicyState) -> tuple:
     objectives = spec.threshold.objectives or default_objectives(spec)
-    scores = slo_scores(obs, objectives)
+    cur_cost = current_cost_per_hour(obs, spec)
+    scores = slo_scores(obs, objectives, cur_cost)
     if scores is None:
         return hold(obs, NAME, state, "an SLO objective has no measured value")
     weighted = sum(scores[o.name] * o.weight for o in objectives)
     now = obs.time_s
     rules = spec.threshold
     c = spec.constraints
-    cur_cost = obs.cost_per_hour if _finite(obs.cost_per_hour) else sum(
-        p.replicas_on_demand * spec.prices.on_demand_per_hour
-        + p.replicas_spot * (spec.prices.spot_per_hour or spec.prices.on_demand_per_hour) for p in obs.pools)
     rate = obs.request_rate if _finite(obs.request_rate) else 0.0
     cost_per_request = cur_cost / (rate * 3600.0) if rate > 0 else None
 
