@@ -235,6 +235,17 @@ def test_the_metrics_window_is_the_loops_own_unless_set(helm):
     assert "--metrics-window=1m" in container(render(helm, "--set", "prometheus.metricsWindow=1m"))["args"]
 
 
+def test_the_demand_query_reaches_the_operator_as_one_argument(helm, tmp_path):
+    """PromQL's quotes, braces, commas and `$` survive the template: the CLI parses back the query as given."""
+    assert not any(a.startswith("--demand-query") for a in container(render(helm))["args"])
+    query = 'sum(rate(inference_model_request_total{namespace="$namespace", model_name="$deployment"}[2m])) > 0'
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump({"prometheus": {"demandQuery": query}}))
+    args = container(render(helm, "-f", str(values)))["args"]
+    command = pytest.importorskip("llmd_operator.controller.command")
+    assert command.run.make_context("run", list(args)).params["demand_query"] == query
+
+
 def test_prometheus_token_secret_is_mounted(helm):
     docs = render(helm, "--set", "prometheus.url=https://thanos:9091", "--set", "prometheus.tokenSecret.name=prom")
     ctr = container(docs)

@@ -77,6 +77,8 @@ def test_run_flags_can_be_set_as_llmd_environment_variables(monkeypatch):
 
     monkeypatch.setenv("LLMD_SLO_INTERVAL", "15")
     monkeypatch.setenv("LLMD_METRICS_WINDOW", "1m")
+    monkeypatch.setenv("LLMD_DEMAND_QUERY", 'sum(queue{model="$deployment"})')
     parent = click.Context(cli, info_name="llmd-operator", auto_envvar_prefix="LLMD")
     params = run.make_context("run", [], parent=parent).params
     assert (params["slo_interval"], params["metrics_window"]) == (15.0, "1m")
+    assert params["demand_query"] == 'sum(queue{model="$deployment"})'

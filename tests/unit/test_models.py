@@ -89,6 +89,22 @@ def test_scheduler_condition_needs_exactly_one_trigger():
     assert any("exactly one trigger" in m for m in messages)
 
 
+def test_an_inline_slo_policy_takes_a_demand_query():
+    """The seed's scale-to-zero deployment can say what wakes it; the query is kept and bounded like the scheduler's."""
+    body = copy.deepcopy(next(d.body for d in SEED if d.body["metadata"]["name"] == "llama-3.1-8b-optimized"))
+    query = 'sum(gateway_queue{namespace="$namespace", model="$deployment"})'
+    body["spec"]["scheduling"]["sloPolicy"]["scaling"]["demandQuery"] = query
+    document = Document("s.yaml", 0, body)
+    resource = parse(document)
+    assert resource.spec.scheduling.slo_policy.scaling.demand_query == query
+    assert resource.spec.to_wire()["scheduling"]["sloPolicy"]["scaling"]["demandQuery"] == query
+    assert cel_problems(document) == []
+    body["spec"]["scheduling"]["sloPolicy"]["scaling"]["demandQuery"] = "x" * 4097
+    with pytest.raises(InvalidResource) as error:
+        parse(Document("s.yaml", 0, body))
+    assert any(p.field == "spec.scheduling.sloPolicy.scaling.demandQuery" for p in error.value.problems)
+
+
 @pytest.mark.parametrize("text, seconds", [("500ms", 0.5), ("60s", 60), ("2m", 120), ("1h", 3600), ("1.5s", 1.5)])
 def test_durations(text, seconds):
     assert parse_duration(text) == pytest.approx(seconds)

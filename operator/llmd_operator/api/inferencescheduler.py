@@ -68,7 +68,7 @@ class SchedulerScaling(ApiModel):
     burst_hold: Duration = "15m"
     """Default policy: on on/off load (its busiest interval carries >= 1.5x the mean rate of this window), keep the capacity of the window's busiest burst this long, so that a burst that comes back finds its replicas ready; 0s turns the rule off."""
     demand_query: str | None = Field(default=None, max_length=4096)
-    """PromQL whose value above 0 wakes a deployment scaled to zero (e.g. the gateway's queue for it); $namespace and $deployment are replaced."""
+    """PromQL whose value above 0 wakes a deployment scaled to zero (e.g. the gateway's queue for it); $namespace and $deployment are replaced. A deployment's inline sloPolicy may set its own; default: the operator's --demand-query."""
     scale_up_conditions: list[ScaleUpCondition] | None = Field(default=None, max_length=16)
     """Scale-up triggers (threshold algorithm)."""
     scale_down_conditions: list[ScaleDownCondition] | None = Field(default=None, max_length=16)

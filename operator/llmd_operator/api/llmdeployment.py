@@ -264,9 +264,9 @@ class InlineSloScaling(ApiModel):
     algorithm: str | None = None
     """Scaling policy: default (model-based, cost-aware), threshold (weighted SLO violation), hpa."""
     scale_up_threshold: float | None = Field(default=None, ge=0)
-    """Scale up when the weighted SLO violation exceeds this (0.05 = 5%)."""
+    """Scale up when the weighted SLO violation (each objective's relative miss of its target times its weight, summed; positive = worse than target) exceeds this (0.05 = 5% worse)."""
     scale_down_threshold: float | None = Field(default=None, ge=0, le=1)
-    """Scale down when the SLO is met with this share of headroom or more (0.9 = violation below 10% of the scale-up threshold)."""
+    """Scale down when the weighted SLO violation is below -(1 - this) (0.9 = below -0.1: the objectives met with 10% to spare)."""
     min_replicas: int | None = Field(default=None, ge=0)
     """Fewest replicas; 0 allows scale to zero."""
     max_replicas: int | None = Field(default=None, ge=1)
@@ -277,6 +277,8 @@ class InlineSloScaling(ApiModel):
     """Least time between a scaling action and the next scale-down."""
     burst_hold: Duration = "15m"
     """Default policy: on on/off load (its busiest interval carries >= 1.5x the mean rate of this window), keep the capacity of the window's busiest burst this long, so that a burst that comes back finds its replicas ready; 0s turns the rule off."""
+    demand_query: str | None = Field(default=None, max_length=4096)
+    """PromQL whose value above 0 wakes this deployment when scaled to zero (e.g. the gateway's queue for it); $namespace and $deployment are replaced. Default: the scheduler's demandQuery, else the operator's --demand-query."""
     scheduler_config: SchedulerConfig | None = None
     """Hints for the request scheduler."""
 

@@ -43,9 +43,15 @@ CONVENTIONS = ["karpenter", "gke", "eks", "aks", "seed"]
                    "(30s unless its sloPolicy says otherwise), the window the policies are tuned and benchmarked with; "
                    "rate() needs two samples in it, and where they are sparser the loop widens that deployment's window "
                    "to 2, 4 or 8 intervals and says so in MetricsAvailable. A window given here is used as given.")
+@click.option("--demand-query", envvar="LLMD_DEMAND_QUERY", default=None,
+              help="PromQL whose value above 0 wakes a deployment scaled to zero, e.g. the gateway's queue for it; "
+                   "$namespace and $deployment are replaced. Used where neither the deployment's inline sloPolicy "
+                   "nor its InferenceScheduler sets scaling.demandQuery. Without one in force, a deployment scaled "
+                   "to zero stays there: at zero replicas it has no model-server metrics to show demand.")
 @click.option("-v", "--verbose", is_flag=True)
 def run(namespaces, home_namespace, prometheus_url, prometheus_token_file, capacity_convention, provider,
-        model_server_image, price_overrides_configmap, models_configmap, metrics_port, health_port, peering, priority, slo_interval, metrics_window, verbose) -> None:
+        model_server_image, price_overrides_configmap, models_configmap, metrics_port, health_port, peering, priority,
+        slo_interval, metrics_window, demand_query, verbose) -> None:
     """Run the operator: reconcile LLMDeployments and InferenceSchedulers (honours KUBECONFIG)."""
     import kopf  # noqa: PLC0415
     from prometheus_client import start_http_server  # noqa: PLC0415
@@ -63,6 +69,7 @@ def run(namespaces, home_namespace, prometheus_url, prometheus_token_file, capac
     CONFIG.models_configmap = models_configmap
     CONFIG.slo_interval_seconds = slo_interval
     CONFIG.metrics_window = metrics_window
+    CONFIG.demand_query = demand_query or None
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if metrics_port:

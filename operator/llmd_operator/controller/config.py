@@ -25,6 +25,7 @@ class OperatorConfig:
     models_configmap: str | None = None
     slo_interval_seconds: float = 10.0
     metrics_window: str | None = None   # None: each deployment's scaling interval
+    demand_query: str | None = None     # scale-from-zero PromQL where neither sloPolicy nor scheduler sets one
 
 
 CONFIG = OperatorConfig()

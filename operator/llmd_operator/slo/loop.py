@@ -179,7 +179,7 @@ def _queries_of_its_own(item: Managed, prometheus, snapshot) -> tuple[dict[str, 
     """The deployment's objective `calculator` queries and its scale-from-zero demand query, as written,
     with its labels put in. Nothing when Prometheus did not answer this tick."""
     namespace, name = item.body["metadata"]["namespace"], item.body["metadata"]["name"]
-    objectives, scaling, _ = policy_inputs.slo_policy(item.llmd, item.scheduler)
+    objectives, _, _ = policy_inputs.slo_policy(item.llmd, item.scheduler)
     objective_values: dict[str, float] = {}
     demand = 0.0
     if prometheus and snapshot.ok:
@@ -188,10 +188,22 @@ def _queries_of_its_own(item: Managed, prometheus, snapshot) -> tuple[dict[str, 
                 value = observe.scalar(prometheus, observe.substitute(objective.calculator, namespace, name))
                 if value is not None:
                     objective_values[objective.name] = value
-        demand_query = getattr(scaling, "demand_query", None)
-        if demand_query:
-            demand = observe.scalar(prometheus, observe.substitute(demand_query, namespace, name)) or 0.0
+        query = demand_query(item.llmd, item.scheduler, CONFIG.demand_query)
+        if query:
+            demand = observe.scalar(prometheus, observe.substitute(query, namespace, name)) or 0.0
     return objective_values, demand
+
+
+def demand_query(llmd: LLMDeployment, scheduler: InferenceScheduler | None, default: str | None) -> str | None:
+    """The scale-from-zero demand query in force: the inline sloPolicy's, else the scheduler's, else the
+    operator's --demand-query. Unlike the rest of the policy it falls through level by level: it says where
+    demand shows (the gateway in front), not how to scale, so an inline policy need not repeat it."""
+    inline = llmd.spec.scheduling.slo_policy if llmd.spec.scheduling else None
+    shared = scheduler.spec.slo_policy if scheduler else None
+    for policy in (inline, shared):
+        if policy is not None and policy.scaling is not None and policy.scaling.demand_query:
+            return policy.scaling.demand_query
+    return default or None
 
 
 def _decide_and_act(item: Managed, snapshot, objective_values: dict[str, float], demand: float, nodes, now_s: float,
