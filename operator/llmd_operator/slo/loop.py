@@ -223,6 +223,8 @@ def _decide_and_act(item: Managed, snapshot, objective_values: dict[str, float],
         spot_nodes = node_affinity_terms(catalog, CONFIG.capacity_convention, item.plan.gpu.product, "spot")
         spot_ok, spot_why = policy_inputs.spot_health(pods, nodes, catalog.conventions["interruption_taints"], now_s,
                                                       spot_node_expressions=spot_nodes)
+        spot_ok, spot_why = policy_inputs.spot_in_force(spot_ok, spot_why,
+                                                        status.find_condition(old_status, "SpotFallback"), now_s)
     spec = policy_inputs.policy_spec(item.llmd, item.scheduler, item.plan, spot_ok is not False, interval)
     fleet = policy_inputs.observation(snapshot, namespace, name, item.plan, workloads, now_s, interval,
                                       objective_values, demand)
@@ -248,7 +250,12 @@ def _actuate(namespace: str, name: str, decision, workloads: list[dict]) -> list
         spot_name = labels.workload_name(name, pool.role, "spot")
         if spot_name not in by_name:  # no spot Deployment for this pool: everything on-demand
             wanted = {"spot": 0, "on-demand": pool.target}
-        for capacity, replicas in wanted.items():
+        # growth first: when replicas move between spot and on-demand, the replacements are ordered
+        # before the replicas they replace are removed
+        def growth(item):
+            workload = by_name.get(labels.workload_name(name, pool.role, item[0]))
+            return item[1] <= ((workload or {}).get("spec", {}).get("replicas") or 0)
+        for capacity, replicas in sorted(wanted.items(), key=growth):
             workload = by_name.get(labels.workload_name(name, pool.role, capacity))
             if workload is None:
                 continue

@@ -213,6 +213,25 @@ def spot_health(pods: list[dict], nodes: dict[str, dict], interruption_taints: l
     return True, ""
 
 
+# after a fallback, spot must stay usable this long before replicas go back to it: with the spot pods
+# gone, a full spot node pool looks usable at once, and going straight back would flap every minute
+SPOT_RETURN_HOLD_S = 300.0
+
+
+def spot_in_force(usable_now: bool, why: str, fallback: dict, now_s: float,
+                  hold_s: float = SPOT_RETURN_HOLD_S) -> tuple[bool, str]:
+    """(spot usable, why not), given spot_health now and the SpotFallback condition as it stands
+    (`fallback`: {} or the condition). A fallback ends `hold_s` after it began, if spot is usable then."""
+    if not usable_now:
+        return False, why
+    if fallback.get("status") == "True":
+        since = _epoch(fallback.get("lastTransitionTime"))
+        if since is not None and now_s - since < hold_s:
+            return False, (f"spot looks usable again; back to spot {hold_s - (now_s - since):.0f} s from now, "
+                           f"{hold_s:.0f} s after the fallback began, if it stays so")
+    return True, ""
+
+
 def _epoch(stamp) -> float | None:
     from datetime import datetime
     if not stamp:
