@@ -46,13 +46,13 @@ def test_constraints_prices_and_scale_to_zero_come_from_spec_and_plan(catalog):
                            "minReplicas": 0, "maxReplicas": 20, "maxCostPerHour": 50.0, "maxCostPerRequest": 0.005,
                            "maxLatencyP95": "1000ms", "minThroughput": "100"}}},
                       annotations={"cost-optimization.llm-d.io/scale-to-zero": "true",
-                                   "cost-optimization.llm-d.io/max-idle-minutes": "5"})
+                                   "cost-optimization.llm-d.io/max-idle-minutes": "7"})
     plan = plan_deployment(deployment, catalog, PlanOptions())
     spec = policy_inputs.policy_spec(deployment, None, plan, spot_available=False, interval_s=30)
     c = spec.constraints
     assert (c.min_for("monolithic"), c.max_for("monolithic")) == (0, 20)
     assert (c.max_cost_per_hour, c.max_cost_per_request, c.max_latency_p95_s, c.min_throughput_tokens_per_s) == (50.0, 0.005, 1.0, 100.0)
-    assert c.max_spot_ratio == 0.5 and c.scale_to_zero_idle_s == 300.0
+    assert c.max_spot_ratio == 0.5 and c.scale_to_zero_idle_s == 420.0  # not the 300 s default
     assert spec.prices.on_demand_per_hour == pytest.approx(6.88) and spec.prices.spot_per_hour == pytest.approx(2.50)
     assert spec.prices.spot_available is False
 
