@@ -250,20 +250,20 @@ def _actuate(namespace: str, name: str, decision, workloads: list[dict]) -> list
         spot_name = labels.workload_name(name, pool.role, "spot")
         if spot_name not in by_name:  # no spot Deployment for this pool: everything on-demand
             wanted = {"spot": 0, "on-demand": pool.target}
-        # growth first: when replicas move between spot and on-demand, the replacements are ordered
-        # before the replicas they replace are removed
-        def growth(item):
-            workload = by_name.get(labels.workload_name(name, pool.role, item[0]))
-            return item[1] <= ((workload or {}).get("spec", {}).get("replicas") or 0)
-        for capacity, replicas in sorted(wanted.items(), key=growth):
+        moves = []
+        for capacity, replicas in wanted.items():
             workload = by_name.get(labels.workload_name(name, pool.role, capacity))
             if workload is None:
                 continue
             current = workload["spec"].get("replicas") or 0
             if current != replicas:
-                kube.scale(namespace, workload["metadata"]["name"], replicas, SCALER_FIELD_MANAGER)
-                changes.append(f"{pool.role}/{capacity} {current}->{replicas}")
-                metrics.DECISIONS.labels(namespace, name, pool.role, "up" if replicas > current else "down").inc()
+                moves.append((capacity, workload["metadata"]["name"], current, replicas))
+        # growth first: when replicas move between spot and on-demand, the replacements are ordered
+        # before the replicas they replace are removed
+        for capacity, deployment, current, replicas in sorted(moves, key=lambda m: m[3] < m[2]):
+            kube.scale(namespace, deployment, replicas, SCALER_FIELD_MANAGER)
+            changes.append(f"{pool.role}/{capacity} {current}->{replicas}")
+            metrics.DECISIONS.labels(namespace, name, pool.role, "up" if replicas > current else "down").inc()
     return changes
 
 

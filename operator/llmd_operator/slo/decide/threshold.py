@@ -48,6 +48,14 @@ def current_cost_per_hour(obs: FleetObservation, spec: PolicySpec) -> float:
                + p.replicas_spot * (spec.prices.spot_per_hour or spec.prices.on_demand_per_hour) for p in obs.pools)
 
 
+def _cost_per_request(cost_per_hour: float | None, request_rate: float | None) -> float | None:
+    """Dollars per request as the seed's cost objective and costPerRequest condition read it: the fleet's
+    $/hour over its requests per hour; None with no requests."""
+    if _finite(cost_per_hour) and _finite(request_rate) and request_rate > 0:
+        return cost_per_hour / (request_rate * 3600.0)
+    return None
+
+
 def _measured(obs: FleetObservation, o: Objective, cost_per_hour: float | None) -> float | None:
     given = dict(obs.objective_values)
     if o.name in given:
@@ -55,10 +63,7 @@ def _measured(obs: FleetObservation, o: Objective, cost_per_hour: float | None) 
     metric = o.metric or o.name
     pools = obs.pools
     if metric == "cost_per_request":
-        # dollars per request as the seed's cost objective reads it: the fleet's $/hour over requests/hour
-        if _finite(cost_per_hour) and _finite(obs.request_rate) and obs.request_rate > 0:
-            return cost_per_hour / (obs.request_rate * 3600.0)
-        return None
+        return _cost_per_request(cost_per_hour, obs.request_rate)
     if metric in ("ttft_p95", "ttft"):
         return obs.ttft_p95_s
     if metric in ("itl_p95", "itl"):
@@ -118,8 +123,7 @@ def decide(obs: FleetObservation, spec: PolicySpec, profile: CapacityProfile | N
     now = obs.time_s
     rules = spec.threshold
     c = spec.constraints
-    rate = obs.request_rate if _finite(obs.request_rate) else 0.0
-    cost_per_request = cur_cost / (rate * 3600.0) if rate > 0 else None
+    cost_per_request = _cost_per_request(cur_cost, obs.request_rate)
 
     # scale up: the highest sloViolation threshold exceeded
     ups = sorted((u for u in rules.scale_up if u.slo_violation is not None),
