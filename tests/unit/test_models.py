@@ -74,7 +74,13 @@ def test_schema_errors_name_the_field(change, field, words):
     ({"resources": {"requests": {"nvidia.com/gpu": "1"}, "limits": {"nvidia.com/gpu": "2"}}}, "requests must equal limits"),
     ({"scheduling": {"sloPolicy": {"objectives": [{"name": "my_metric", "target": "1"}]}}}, "needs a calculator"),
     ({"scaling": {"mode": "scheduler_managed"}}, "needs schedulerName or scheduling.sloPolicy"),
-], ids=["min-max", "constraints", "two-owners", "pools", "gpu-overcommit", "calculator", "no-scheduler"])
+    ({"scaling": {"mode": "scheduler_managed", "constraints": {"decode": {"maxReplicas": 2}}}, "schedulerName": "s"},
+     "scaling.constraints.prefill and scaling.constraints.decode apply only with serving.mode: disaggregated"),
+    ({"serving": {"mode": "disaggregated"}, "schedulerName": "s",
+      "scaling": {"mode": "scheduler_managed", "constraints": {"prefill": {"minReplicas": 4, "maxReplicas": 2}}}},
+     "scaling.constraints pool: minReplicas"),
+], ids=["min-max", "constraints", "two-owners", "pools", "gpu-overcommit", "calculator", "no-scheduler",
+        "pool-bounds-monolithic", "pool-bounds-min-max"])
 def test_cel_rules_refuse_cross_field_mistakes(change, words):
     document = _llmd({**BASE, **change})
     parse(document)  # well-formed field by field ...

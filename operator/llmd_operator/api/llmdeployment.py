@@ -43,6 +43,11 @@ SPEC_RULES = [
         "rule": "!(has(self.scaling) && self.scaling.mode == 'scheduler_managed') || has(self.schedulerName) || (has(self.scheduling) && has(self.scheduling.sloPolicy))",
         "message": "scaling.mode scheduler_managed needs schedulerName or scheduling.sloPolicy",
     },
+    {
+        # a monolithic deployment has one pool: per-pool bounds there would be silently ignored
+        "rule": "!has(self.scaling) || !has(self.scaling.constraints) || (!has(self.scaling.constraints.prefill) && !has(self.scaling.constraints.decode)) || (has(self.serving) && has(self.serving.mode) && self.serving.mode == 'disaggregated')",
+        "message": "scaling.constraints.prefill and scaling.constraints.decode apply only with serving.mode: disaggregated; set serving.mode: disaggregated, or bound the single pool with scaling.constraints.minReplicas and maxReplicas",
+    },
 ]
 SERVING_RULES = [
     {
@@ -217,15 +222,30 @@ class AutoscalingSpec(PoolScaling):
     """Bounds and targets for the decode pool (mode disaggregated)."""
 
 
+class LoopPoolBounds(ApiModel):
+    """Replica bounds the SLO loop keeps one pool within. A bound left out falls back on the deployment-wide one."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [min_le_max("scaling.constraints pool")]})
+
+    min_replicas: int | None = Field(default=None, ge=0)
+    """Fewest replicas of this pool; 0 allows scale to zero."""
+    max_replicas: int | None = Field(default=None, ge=1)
+    """Most replicas of this pool."""
+
+
 class ScalingConstraints(ApiModel):
     """Limits the SLO loop respects when it sizes the pools."""
 
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [min_le_max("scaling.constraints")]})
 
     min_replicas: int | None = Field(default=None, ge=0)
-    """Fewest replicas in total; 0 allows scale to zero."""
+    """Fewest replicas of each pool (monolithic, or prefill and decode each), unless the pool's own block (prefill, decode) gives its own; 0 allows scale to zero. Default scheduling.sloPolicy.scaling.minReplicas, else 1."""
     max_replicas: int | None = Field(default=None, ge=1)
-    """Most replicas in total."""
+    """Most replicas of each pool (monolithic, or prefill and decode each), unless the pool's own block (prefill, decode) gives its own. Default scheduling.sloPolicy.scaling.maxReplicas, else the larger of the minimum and the replicas the spec asks for."""
+    prefill: LoopPoolBounds | None = None
+    """Bounds for the prefill pool (serving.mode disaggregated); a bound left out falls back on minReplicas/maxReplicas here."""
+    decode: LoopPoolBounds | None = None
+    """Bounds for the decode pool (serving.mode disaggregated); a bound left out falls back on minReplicas/maxReplicas here."""
     max_cost_per_hour: float | None = Field(default=None, gt=0)
     """Budget in USD per hour for all replicas; the loop never exceeds it and says BudgetLimited when it binds."""
     max_cost_per_request: float | None = Field(default=None, gt=0)
@@ -268,9 +288,9 @@ class InlineSloScaling(ApiModel):
     scale_down_threshold: float | None = Field(default=None, ge=0, le=1)
     """Scale down when the weighted SLO violation is below -(1 - this) (0.9 = below -0.1: the objectives met with 10% to spare)."""
     min_replicas: int | None = Field(default=None, ge=0)
-    """Fewest replicas; 0 allows scale to zero."""
+    """Fewest replicas of each pool where spec.scaling.constraints does not say; 0 allows scale to zero."""
     max_replicas: int | None = Field(default=None, ge=1)
-    """Most replicas."""
+    """Most replicas of each pool where spec.scaling.constraints does not say."""
     interval: Duration = "30s"
     """How often the loop observes and decides."""
     scale_down_cooldown: Duration = "2m"

@@ -422,15 +422,39 @@ def _replica_bounds(llmd: LLMDeployment, request: _PoolRequest, options: PlanOpt
         spec.scheduling and spec.scheduling.slo_policy and spec.scheduling.slo_policy.enabled
     ) or (spec.scheduler_name and options.scheduler and options.scheduler.slo_policy and options.scheduler.slo_policy.enabled)
     if loop_owned:
-        bounds = []
-        if spec.scaling and spec.scaling.constraints:
-            bounds.append(spec.scaling.constraints)
-        if spec.scheduling and spec.scheduling.slo_policy and spec.scheduling.slo_policy.scaling:
-            bounds.append(spec.scheduling.slo_policy.scaling)
-        low = next((b.min_replicas for b in bounds if b.min_replicas is not None), 1)
-        high = next((b.max_replicas for b in bounds if b.max_replicas is not None), max(low, static, 1))
+        low, high = _loop_bounds(llmd, request.role, static)
         return "slo-loop", min(max(static, low), high), low, high, None
     return "spec", static, static, static, None
+
+
+def _loop_bounds(llmd: LLMDeployment, role: str, static: int) -> tuple[int, int]:
+    """(min, max) replicas of one loop-owned pool. Each bound falls back on its own: the pool's block
+    (scaling.constraints.prefill/decode), the deployment-wide constraints, the inline sloPolicy.scaling,
+    then 1 and the larger of the minimum and the spec's replicas."""
+    spec = llmd.spec
+    sources = []  # (field path, object holding minReplicas/maxReplicas), most specific first
+    constraints = spec.scaling.constraints if spec.scaling else None
+    if constraints:
+        block = getattr(constraints, role, None) if role in ("prefill", "decode") else None
+        if block:
+            sources.append((f"spec.scaling.constraints.{role}", block))
+        sources.append(("spec.scaling.constraints", constraints))
+    if spec.scheduling and spec.scheduling.slo_policy and spec.scheduling.slo_policy.scaling:
+        sources.append(("spec.scheduling.sloPolicy.scaling", spec.scheduling.slo_policy.scaling))
+    low, low_from = next(((s.min_replicas, f"{path}.minReplicas") for path, s in sources
+                          if s.min_replicas is not None), (1, "the default"))
+    high, high_from = next(((s.max_replicas, f"{path}.maxReplicas") for path, s in sources
+                            if s.max_replicas is not None), (max(low, static, 1), "the default"))
+    if low > high:
+        # Only fields cross: the default maximum is at least the minimum, and the default minimum 1 is at
+        # most any maxReplicas the schema allows.
+        fix = f"lower {low_from} to at most {high}, or raise {high_from} to at least {low}"
+        own = f"spec.scaling.constraints.{role}"
+        if role in ("prefill", "decode") and not (low_from.startswith(own) and high_from.startswith(own)):
+            fix += f", or give the {role} pool its own minReplicas and maxReplicas in {own}"
+        raise PlanError(f"the {role} pool's minimum, {low_from} {low}, is more than its maximum, {high_from} {high}: "
+                        f"the SLO loop cannot size it; {fix}")
+    return low, high
 
 
 def _plan_pool(llmd, request, model, gpu, tp, scheme, kv_dtype, element_bytes, utilization, checkpoint, price,
