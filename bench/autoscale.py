@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "operator"))
 
 from llmd_operator.sim.baselines import POLICY_NAMES  # noqa: E402
-from llmd_operator.sim.command import parse_duration  # noqa: E402
+from llmd_operator.cli_params import parse_duration  # noqa: E402
 from llmd_operator.sim.fleet import LATENCY_QUANTILES, LENGTHS_AT  # noqa: E402
 from llmd_operator.sim.run import config_for, run_policy  # noqa: E402
 from llmd_operator.sim.trace import detect_format, load_trace  # noqa: E402

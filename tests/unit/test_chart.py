@@ -246,6 +246,18 @@ def test_the_demand_query_reaches_the_operator_as_one_argument(helm, tmp_path):
     assert command.run.make_context("run", list(args)).params["demand_query"] == query
 
 
+def test_the_spot_pending_grace_reaches_the_operator(helm):
+    """0s by default (fall back at the first tick); a value the CLI parses; the schema refuses a bare number."""
+    command = pytest.importorskip("llmd_operator.controller.command")
+    args = container(render(helm))["args"]
+    assert "--spot-pending-grace=0s" in args
+    assert command.run.make_context("run", list(args)).params["spot_pending_grace"] == 0.0
+    args = container(render(helm, "--set", "spotPendingGrace=90s"))["args"]
+    assert command.run.make_context("run", list(args)).params["spot_pending_grace"] == 90.0
+    assert not any(a.startswith("--spot-pending-grace") for a in container(render(helm, "--set", "spotPendingGrace="))["args"])
+    assert "spotPendingGrace" in helm_fails(helm, "--set-string", "spotPendingGrace=90")
+
+
 def test_prometheus_token_secret_is_mounted(helm):
     docs = render(helm, "--set", "prometheus.url=https://thanos:9091", "--set", "prometheus.tokenSecret.name=prom")
     ctr = container(docs)

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from tests.conftest import SEED
@@ -78,7 +79,24 @@ def test_run_flags_can_be_set_as_llmd_environment_variables(monkeypatch):
     monkeypatch.setenv("LLMD_SLO_INTERVAL", "15")
     monkeypatch.setenv("LLMD_METRICS_WINDOW", "1m")
     monkeypatch.setenv("LLMD_DEMAND_QUERY", 'sum(queue{model="$deployment"})')
+    monkeypatch.setenv("LLMD_SPOT_PENDING_GRACE", "2m")
     parent = click.Context(cli, info_name="llmd-operator", auto_envvar_prefix="LLMD")
     params = run.make_context("run", [], parent=parent).params
     assert (params["slo_interval"], params["metrics_window"]) == (15.0, "1m")
     assert params["demand_query"] == 'sum(queue{model="$deployment"})'
+    assert params["spot_pending_grace"] == 120.0
+
+
+def test_spot_pods_fall_back_at_once_unless_a_grace_is_given():
+    """--spot-pending-grace: 0s by default (SpotFallback within one interval); a duration as specs write it."""
+    import click
+
+    from llmd_operator.controller.command import run
+
+    assert run.make_context("run", []).params["spot_pending_grace"] == 0.0
+    assert run.make_context("run", ["--spot-pending-grace=90s"]).params["spot_pending_grace"] == 90.0
+    assert run.make_context("run", ["--spot-pending-grace", "1.5m"]).params["spot_pending_grace"] == 90.0
+    assert run.make_context("run", ["--spot-pending-grace=90"]).params["spot_pending_grace"] == 90.0  # seconds
+    for bad in ("soon", "-5s"):
+        with pytest.raises(click.BadParameter, match="not a duration"):
+            run.make_context("run", [f"--spot-pending-grace={bad}"])

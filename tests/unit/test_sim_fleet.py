@@ -6,7 +6,8 @@ import pytest
 from click.testing import CliRunner
 
 from llmd_operator.sim.baselines import POLICY_NAMES
-from llmd_operator.sim.command import parse_duration, simulate
+from llmd_operator.cli_params import parse_duration
+from llmd_operator.sim.command import simulate
 from llmd_operator.sim.fleet import SimConfig, histogram_quantile, simulate_fleet
 from llmd_operator.sim.run import config_for, run_policy
 from llmd_operator.sim.trace import Request, Trace

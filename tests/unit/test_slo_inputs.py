@@ -92,7 +92,7 @@ NOW = 1_800_000_000.0  # 2027-01-15T08:00:00Z
     ([_pod("a", "on-demand", "spot-b")], True, ""),  # on-demand pods do not count
 ], ids=["healthy", "drained", "deleted", "node-gone", "pending", "pending-briefly", "on-demand"])
 def test_spot_health(pods, usable, words):
-    ok, why = policy_inputs.spot_health(pods, NODES, ["aws-node-termination-handler/spot-itn"], NOW)
+    ok, why = policy_inputs.spot_health(pods, NODES, ["aws-node-termination-handler/spot-itn"], NOW, pending_grace_s=60.0)
     assert ok is usable and words in why
 
 

@@ -8,6 +8,7 @@ import threading
 
 import click
 
+from ..cli_params import Duration
 from ..planning.plan import ENGINE
 from ..planning.scheduler_ref import DEFAULT_HOME_NAMESPACE
 from .config import CONFIG
@@ -48,10 +49,17 @@ CONVENTIONS = ["karpenter", "gke", "eks", "aks", "seed"]
                    "$namespace and $deployment are replaced. Used where neither the deployment's inline sloPolicy "
                    "nor its InferenceScheduler sets scaling.demandQuery. Without one in force, a deployment scaled "
                    "to zero stays there: at zero replicas it has no model-server metrics to show demand.")
+@click.option("--spot-pending-grace", envvar="LLMD_SPOT_PENDING_GRACE", type=Duration(), default="0s",
+              show_default=True,
+              help="How long a spot pod may stay Unschedulable before the SLO loop moves its pool to on-demand "
+                   "(SpotFallback). 0s: at the first tick that sees it. Where a node provisioner (Karpenter, "
+                   "cluster-autoscaler) adds spot nodes for pending pods, set it to the time it takes to bring one "
+                   "up (e.g. 90s), so that a normal scale-up does not fall back. Spot nodes being drained or "
+                   "deleted fall back at once, whatever this says.")
 @click.option("-v", "--verbose", is_flag=True)
 def run(namespaces, home_namespace, prometheus_url, prometheus_token_file, capacity_convention, provider,
         model_server_image, price_overrides_configmap, models_configmap, metrics_port, health_port, peering, priority,
-        slo_interval, metrics_window, demand_query, verbose) -> None:
+        slo_interval, metrics_window, demand_query, spot_pending_grace, verbose) -> None:
     """Run the operator: reconcile LLMDeployments and InferenceSchedulers (honours KUBECONFIG)."""
     import kopf  # noqa: PLC0415
     from prometheus_client import start_http_server  # noqa: PLC0415
@@ -70,6 +78,7 @@ def run(namespaces, home_namespace, prometheus_url, prometheus_token_file, capac
     CONFIG.slo_interval_seconds = slo_interval
     CONFIG.metrics_window = metrics_window
     CONFIG.demand_query = demand_query or None
+    CONFIG.spot_pending_grace_seconds = spot_pending_grace
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if metrics_port:

@@ -26,6 +26,7 @@ class OperatorConfig:
     slo_interval_seconds: float = 10.0
     metrics_window: str | None = None   # None: each deployment's scaling interval
     demand_query: str | None = None     # scale-from-zero PromQL where neither sloPolicy nor scheduler sets one
+    spot_pending_grace_seconds: float = 0.0  # how long a spot pod may wait Unschedulable before SpotFallback
 
 
 CONFIG = OperatorConfig()

@@ -6,39 +6,16 @@ Registered into the main CLI with `cli.add_command(simulate)`; also `python -m l
 from __future__ import annotations
 
 import json
-import re
 import sys
 
 import click
 
+from ..cli_params import Duration
 from ..slo.profiles import ProfileError, default_profile, load_profile
 from .baselines import POLICY_NAMES
 from .fleet import LATENCY_QUANTILES, LENGTHS_AT
 from .run import config_for, run_policy
 from .trace import TraceError, load_trace
-
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "": 1.0}
-
-
-def parse_duration(text: str) -> float:
-    """'500ms' -> 0.5, '0.5s' -> 0.5, '90' -> 90, '2m' -> 120, '2d' -> 172800."""
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(ms|s|m|h|d)?\s*", str(text))
-    if not m:
-        raise click.BadParameter(f"not a duration: {text!r} (e.g. 500ms, 0.5s, 2m)")
-    return float(m.group(1)) * _UNITS[m.group(2) or ""]
-
-
-class Duration(click.ParamType):
-    name = "duration"
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, (int, float)):
-            return float(value)
-        try:
-            return parse_duration(value)
-        except click.BadParameter as e:
-            self.fail(str(e), param, ctx)
-
 
 def _table(summary: dict) -> str:
     keys = ["policy", "requests", "gpu_hours", "cost_usd", "cost_on_demand_usd", "slo_attainment",

@@ -222,6 +222,7 @@ def _decide_and_act(item: Managed, snapshot, objective_values: dict[str, float],
     if any(p.spot.max_spot_ratio > 0 for p in item.plan.pools):
         spot_nodes = node_affinity_terms(catalog, CONFIG.capacity_convention, item.plan.gpu.product, "spot")
         spot_ok, spot_why = policy_inputs.spot_health(pods, nodes, catalog.conventions["interruption_taints"], now_s,
+                                                      pending_grace_s=CONFIG.spot_pending_grace_seconds,
                                                       spot_node_expressions=spot_nodes)
         spot_ok, spot_why = policy_inputs.spot_in_force(spot_ok, spot_why,
                                                         status.find_condition(old_status, "SpotFallback"), now_s)

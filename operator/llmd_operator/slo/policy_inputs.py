@@ -184,9 +184,10 @@ def _draining(node: dict, interruption_taints: list[str]) -> str | None:
 
 
 def spot_health(pods: list[dict], nodes: dict[str, dict], interruption_taints: list[str], now_s: float,
-                pending_grace_s: float = 60.0, spot_node_expressions: list[dict] | None = None) -> tuple[bool, str]:
-    """(spot capacity usable, why not): no schedulable spot node for the pool's GPU, spot pods unschedulable
-    for a while, or their nodes going away."""
+                pending_grace_s: float = 0.0, spot_node_expressions: list[dict] | None = None) -> tuple[bool, str]:
+    """(spot capacity usable, why not): no schedulable spot node for the pool's GPU, or a spot pod's node
+    going away, at once; a spot pod unschedulable once it has waited `pending_grace_s` (--spot-pending-grace:
+    the time a node provisioner takes to add a spot node; 0, the default, falls back at the first sight)."""
     if spot_node_expressions is not None:
         candidates = [n for n in nodes.values() if node_matches(n, spot_node_expressions)]
         usable = [n for n in candidates if _draining(n, interruption_taints) is None]
@@ -208,8 +209,11 @@ def spot_health(pods: list[dict], nodes: dict[str, dict], interruption_taints: l
         for cond in (pod.get("status") or {}).get("conditions") or []:
             if cond.get("type") == "PodScheduled" and cond.get("status") == "False" and cond.get("reason") == "Unschedulable":
                 since = _epoch(cond.get("lastTransitionTime"))
-                if since is not None and now_s - since >= pending_grace_s:
-                    return False, f"spot pod {pod['metadata']['name']} unschedulable for {now_s - since:.0f}s: {cond.get('message', '')[:160]}"
+                waited = None if since is None else now_s - since
+                if pending_grace_s <= 0 or (waited is not None and waited >= pending_grace_s):
+                    how_long = "" if waited is None else f" for {waited:.0f}s"
+                    return False, (f"spot pod {pod['metadata']['name']} unschedulable{how_long}: "
+                                   f"{cond.get('message', '')[:160]}")
     return True, ""
 
 

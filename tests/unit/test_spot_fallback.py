@@ -1,0 +1,154 @@
+"""Spot fallback within one interval: unschedulable spot pods move the pool to on-demand at the first tick
+that sees them, unless --spot-pending-grace gives the node provisioner time to add a spot node."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from llmd_operator.api.llmdeployment import LLMDeployment
+from llmd_operator.controller.config import CONFIG
+from llmd_operator.planning.plan import PlanOptions, plan_deployment
+from llmd_operator.render import labels
+from llmd_operator.render.placement import node_affinity_terms
+from llmd_operator.slo import loop, observe, policy_inputs
+
+NOW = 1_800_000_000.0
+GPU = "NVIDIA-H100-80GB-HBM3"
+TAINT = "karpenter.sh/disrupted"
+
+
+def _stamp(s_ago: float) -> str:
+    return datetime.fromtimestamp(NOW - s_ago, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _pod(name: str, node: str | None = None, unschedulable_s_ago: float | None = None) -> dict:
+    pod = {"metadata": {"name": name, "labels": labels.pod_labels("chat", "llama-3.1-8b", "monolithic", "spot")},
+           "spec": {}, "status": {}}
+    if node:
+        pod["spec"]["nodeName"] = node
+    if unschedulable_s_ago is not None:
+        pod["status"]["conditions"] = [{
+            "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+            "lastTransitionTime": _stamp(unschedulable_s_ago),
+            "message": "0/6 nodes are available: 6 Insufficient nvidia.com/gpu"}]
+    return pod
+
+
+def _spot_node(name: str, expressions: list[dict], taint: str | None = None, deleted: bool = False) -> dict:
+    node = {"metadata": {"name": name, "labels": {e["key"]: e["values"][0] for e in expressions if e["operator"] == "In"}},
+            "spec": {}}
+    if taint:
+        node["spec"]["taints"] = [{"key": taint, "effect": "NoSchedule"}]
+    if deleted:
+        node["metadata"]["deletionTimestamp"] = _stamp(5)
+    return node
+
+
+@pytest.fixture
+def spot_nodes(catalog) -> list[dict]:
+    return node_affinity_terms(catalog, "karpenter", GPU, "spot")
+
+
+def _health(pods, nodes, spot_nodes, **grace):
+    return policy_inputs.spot_health(pods, {n["metadata"]["name"]: n for n in nodes}, [TAINT], NOW,
+                                     spot_node_expressions=spot_nodes, **grace)
+
+
+# ------------------------------------------------------------------------------------ spot_health ---
+
+def test_by_default_a_spot_pod_unschedulable_for_a_second_makes_spot_unusable(spot_nodes):
+    ok, why = _health([_pod("chat-spot-7c9d", unschedulable_s_ago=1)], [_spot_node("s1", spot_nodes)], spot_nodes)
+    assert not ok
+    assert why.startswith("spot pod chat-spot-7c9d unschedulable for 1s: 0/6 nodes are available")
+
+
+def test_a_grace_gives_the_node_provisioner_time_to_add_a_spot_node(spot_nodes):
+    nodes = [_spot_node("s1", spot_nodes)]
+    assert _health([_pod("chat-spot-7c9d", unschedulable_s_ago=60)], nodes, spot_nodes, pending_grace_s=120) == (True, "")
+    ok, why = _health([_pod("chat-spot-7c9d", unschedulable_s_ago=120)], nodes, spot_nodes, pending_grace_s=120)
+    assert not ok and "spot pod chat-spot-7c9d unschedulable for 120s" in why
+
+
+@pytest.mark.parametrize("node, words", [
+    ({"taint": TAINT}, f"spot node s1 is being drained ({TAINT})"),
+    ({"deleted": True}, "spot node s1 is being deleted"),
+], ids=["draining", "deleted"])
+def test_a_spot_node_going_away_is_immediate_whatever_the_grace(spot_nodes, node, words):
+    going = _spot_node("s1", spot_nodes, **node)
+    nodes = [going, _spot_node("s2", spot_nodes)]   # another spot node is schedulable
+    for grace in (0.0, 120.0, 3600.0):
+        ok, why = _health([_pod("chat-spot-7c9d", node="s1")], nodes, spot_nodes, pending_grace_s=grace)
+        assert (ok, why) == (False, words)
+
+
+def test_a_spot_pods_vanished_node_and_no_schedulable_spot_node_are_immediate_whatever_the_grace(spot_nodes):
+    ok, why = _health([_pod("chat-spot-7c9d", node="gone")], [_spot_node("s1", spot_nodes)], spot_nodes,
+                      pending_grace_s=3600)
+    assert not ok and why == "node gone of spot pod chat-spot-7c9d is gone"
+    draining = [_spot_node("s1", spot_nodes, taint=TAINT), _spot_node("s2", spot_nodes, deleted=True)]
+    ok, why = _health([_pod("chat-spot-7c9d", unschedulable_s_ago=1)], draining, spot_nodes, pending_grace_s=3600)
+    assert not ok and why.startswith("no schedulable spot node for this GPU")
+
+
+# ------------------------------------------------------------------------------- one loop tick ---
+
+@pytest.fixture
+def one_tick(catalog, spot_nodes, monkeypatch):
+    """tick(pods) runs the SLO loop once for `chat` (3 spot + 1 on-demand replicas, one schedulable spot
+    node, load steady) and returns (scale calls, status written, events)."""
+    spec = {"model": {"name": "llama-3.1-8b", "quantization": {"type": "fp8"}},
+            "nodeSelector": {"nvidia.com/gpu.product": GPU},
+            "resources": {"policies": {"spotPreference": "preferred", "maxSpotRatio": 0.8}},
+            "scheduling": {"sloPolicy": {"objectives": [{"name": "ttft_p95", "target": "500ms"}],
+                                         "scaling": {"minReplicas": 1, "maxReplicas": 8}}}}
+    meta = {"name": "chat", "namespace": "team", "uid": "uid-spot-fallback", "generation": 1}
+    llmd = LLMDeployment.model_validate({"metadata": meta, "spec": spec})
+    plan = plan_deployment(llmd, catalog, PlanOptions(capacity_convention="karpenter"))
+    item = loop.Managed({"metadata": meta, "spec": spec, "status": {}}, llmd, None, plan)
+    workloads = [{"kind": "Deployment", "metadata": {"name": labels.workload_name("chat", "monolithic", c),
+                                                     "labels": labels.pod_labels("chat", "llama-3.1-8b", "monolithic", c)},
+                  "spec": {"replicas": n}, "status": {"readyReplicas": n}}
+                 for c, n in (("spot", 3), ("on-demand", 1))]
+    said = {"request_rate": 4.0, "mean_input_tokens": 1000.0, "mean_output_tokens": 200.0, "ttft_p50_s": 0.1,
+            "ttft_p95_s": 0.2, "itl_p50_s": 0.01, "itl_p95_s": 0.02, "last_sample_s": NOW}
+    snapshot = observe.Snapshot(ok=True, deployment={("team", "chat"): said}, evaluated_at=NOW, window="30s")
+    nodes = {"s1": _spot_node("s1", spot_nodes)}
+    scaled, written, events = [], [], []
+    monkeypatch.setattr(CONFIG, "capacity_convention", "karpenter")
+    monkeypatch.setattr(loop.kube, "list_children", lambda namespace, selector: workloads)
+    monkeypatch.setattr(loop.kube, "get_configmap", lambda namespace, name: None)
+    monkeypatch.setattr(loop.kube, "scale", lambda namespace, name, replicas, manager: scaled.append((name, replicas)))
+    monkeypatch.setattr(loop.kube, "write_status", lambda module, body, build: written.append(build({})))
+    monkeypatch.setattr(loop.kube, "post_event", lambda body, type_, reason, message: events.append((reason, message)))
+
+    def tick(pods: list[dict]):
+        monkeypatch.setattr(loop.kube, "list_pods", lambda namespace, selector: pods)
+        loop._decide_and_act(item, snapshot, {}, 0.0, nodes, NOW, catalog)
+        return scaled, written[-1], events
+
+    yield tick
+    loop.forget(meta["uid"])
+    from llmd_operator.controller import metrics
+    metrics.forget("team", "chat")
+
+
+def _spot_fallback(status: dict) -> dict:
+    return next(c for c in status["conditions"] if c["type"] == "SpotFallback")
+
+
+def test_the_first_tick_that_sees_an_unschedulable_spot_pod_moves_the_pool_to_on_demand(one_tick):
+    scaled, status, events = one_tick([_pod("chat-spot-7c9d", unschedulable_s_ago=1)])
+    assert scaled == [("chat-on-demand", 4), ("chat-spot", 0)]   # replacements first
+    fallback = _spot_fallback(status)
+    assert fallback["status"] == "True" and "chat-spot-7c9d" in fallback["message"]
+    assert [reason for reason, _ in events] == ["Scaled", "SpotFallback"]
+
+
+def test_the_loop_waits_the_operators_spot_pending_grace(one_tick, monkeypatch):
+    monkeypatch.setattr(CONFIG, "spot_pending_grace_seconds", 120.0)
+    scaled, status, events = one_tick([_pod("chat-spot-7c9d", unschedulable_s_ago=60)])
+    assert not any(name == "chat-spot" and replicas == 0 for name, replicas in scaled)
+    assert _spot_fallback(status)["status"] == "False"
+    assert "SpotFallback" not in [reason for reason, _ in events]
