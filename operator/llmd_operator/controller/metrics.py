@@ -38,6 +38,14 @@ class CostTotal:
             dollars, rate, since = self._state.get((namespace, deployment), [0.0, 0.0, now])
             self._state[(namespace, deployment)] = [dollars + rate * (now - since) / 3600, dollars_per_hour, now]
 
+    def stop(self, namespace: str, deployment: str, now: float | None = None) -> None:
+        """Keep the dollars counted so far and add no more until the next set_rate (the price is unknown)."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            if (namespace, deployment) in self._state:
+                dollars, rate, since = self._state[(namespace, deployment)]
+                self._state[(namespace, deployment)] = [dollars + rate * (now - since) / 3600, 0.0, now]
+
     def value(self, namespace: str, deployment: str, now: float | None = None) -> float:
         now = time.monotonic() if now is None else now
         with self._lock:
@@ -56,8 +64,10 @@ class CostTotal:
         family = CounterMetricFamily("llm_cost", "Dollars spent on GPU replicas since the operator started",
                                      labels=["namespace", "deployment"])
         now = time.monotonic()
-        for namespace, deployment in list(self._state):
-            family.add_metric([namespace, deployment], self.value(namespace, deployment, now))
+        with self._lock:  # one consistent reading: a deployment forgotten meanwhile is not read as $0
+            spent = {key: dollars + rate * (now - since) / 3600 for key, (dollars, rate, since) in self._state.items()}
+        for (namespace, deployment), dollars in spent.items():
+            family.add_metric([namespace, deployment], dollars)
         yield family
 
 
@@ -83,6 +93,11 @@ def record_pools(namespace: str, name: str, pools: list[dict], cost_per_hour: fl
     if cost_per_hour is not None:
         COST_PER_HOUR.labels(namespace, name).set(cost_per_hour)
         COST_TOTAL.set_rate(namespace, name, cost_per_hour)
+    else:
+        # no price for its GPU (status.costPerHour is empty too): unknown is not the last known price, so
+        # the gauge goes and llm_cost_total keeps what was spent without counting on at an old rate
+        _remove((COST_PER_HOUR,), namespace, name)
+        COST_TOTAL.stop(namespace, name)
 
 
 def record_readings(namespace: str, name: str, scores: dict[str, float], budget_limited: bool,
