@@ -49,7 +49,7 @@ def test_seed_memory_formula_is_not_used(catalog):
 
 def test_cheapest_gpu_that_fits_and_its_kv_capacity(catalog):
     plan = plan_deployment(llmd({"model": {"name": "llama-3.1-8b", "quantization": {"type": "int8"}}}), catalog)
-    assert plan.gpu.product == "NVIDIA-A100-SXM4-40GB"  # cheapest priced GPU with W8A8 int8 kernels
+    assert plan.gpu.product == "NVIDIA-A100-SXM4-40GB"  # cheapest per token of the GPUs with W8A8 int8 kernels
     assert plan.scheme.name == "int8-w8a8"
     assert plan.tensor_parallel_size == 1
     fit = plan.fit

@@ -34,7 +34,7 @@ def test_static_monolithic_spot_split_is_two_deployments_with_exact_replicas(cat
     assert {n: w["spec"]["replicas"] for n, w in workloads.items()} == {"chat-spot": 3, "chat-on-demand": 2}
     spot = required_expressions(workloads["chat-spot"])
     assert {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["spot"]} in spot
-    assert {"key": "nvidia.com/gpu.product", "operator": "In", "values": ["Tesla-V100-SXM2-32GB"]} in spot  # the cheapest priced GPU that fits
+    assert {"key": "nvidia.com/gpu.product", "operator": "In", "values": ["NVIDIA-H100-80GB-HBM3"]} in spot  # the cheapest per token at the SLO
     on_demand = required_expressions(workloads["chat-on-demand"])
     assert {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]} in on_demand
     assert set(by_kind(objects, "Service")) == {"chat"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -60,6 +61,24 @@ def list_raw(api_version: str, kind: str, **params) -> list[dict]:
     several times the memory, and a thousand reconciles hold many of these at once."""
     response = resource(api_version, kind).get(serialize=False, **params)
     return json.loads(response.data)["items"]
+
+
+GPU_NODES_TTL_S = 30.0
+_gpu_nodes: dict = {}
+
+
+def gpu_node_labels(product_label: str, now: float | None = None) -> tuple[dict[str, str], ...] | None:
+    """Labels of the nodes that carry a GPU product label, for the planner to choose among their
+    products. Listed at most every 30 s, so that a thousand reconciles do not each list the nodes;
+    None when the nodes cannot be listed (the planner then considers every product)."""
+    now = time.monotonic() if now is None else now
+    if now - _gpu_nodes.get("at", float("-inf")) >= GPU_NODES_TTL_S:
+        try:
+            found = tuple(n["metadata"].get("labels") or {} for n in list_raw("v1", "Node", label_selector=product_label))
+        except ApiException:
+            found = None
+        _gpu_nodes.update(at=now, labels=found)
+    return _gpu_nodes["labels"]
 
 
 def namespace_going_away(error: Exception) -> bool:

@@ -129,7 +129,8 @@ def _reconcile(body: dict) -> Outcome:
     the_catalog = catalog()
     options = PlanOptions(provider=CONFIG.provider, capacity_convention=CONFIG.capacity_convention,
                           model_server_image=CONFIG.model_server_image,
-                          scheduler=scheduler.spec if scheduler else None)
+                          scheduler=scheduler.spec if scheduler else None,
+                          gpu_nodes=kube.gpu_node_labels(the_catalog.conventions["gpu_product_label"]))
     selector = labels.owned_selector(name)
     profiling = bool(llmd.spec.profiling and llmd.spec.profiling.enabled)
     live = {(c["kind"], c["metadata"]["name"]): c for c in kube.list_children(namespace, selector, profiling)}

@@ -21,6 +21,38 @@ def allowed_gpus(catalog: Catalog, node_selector: dict[str, str]) -> tuple[list[
     return list(catalog.gpus.values()), None
 
 
+def node_matches(node_labels: dict[str, str], expressions: list[dict]) -> bool:
+    """Whether a node's labels satisfy node-affinity match expressions (In, NotIn, Exists, DoesNotExist)."""
+    for e in expressions:
+        present, value = e["key"] in node_labels, node_labels.get(e["key"])
+        operator = e["operator"]
+        if (operator == "In" and value not in e["values"]) or (operator == "NotIn" and value in e["values"]) \
+                or (operator == "Exists" and not present) or (operator == "DoesNotExist" and present):
+            return False
+    return True
+
+
+def offered_products(catalog: Catalog, convention: str, gpu_nodes: tuple[dict[str, str], ...] | None,
+                     pools: list[tuple[dict[str, str], SpotSplit]]) -> set[str]:
+    """GPU products the cluster's nodes offer every pool: for each (nodeSelector, spot split), a node with
+    the selector's labels for each capacity type the pool may run on. Empty when the nodes are not known
+    or none offers all (a node provisioner may still add them): any product then."""
+    rules = catalog.conventions["conventions"][convention]
+    product_label = catalog.conventions["gpu_product_label"]
+    offered = None
+    for selector, split in pools:
+        types = ["spot"] if split.max_spot_ratio >= 1 else ["on_demand"] if split.max_spot_ratio <= 0 else ["spot", "on_demand"]
+        if split.preference == "required" and split.why.startswith("nodeSelector"):
+            types = []  # the selector itself names the capacity type, as in the rendered affinity
+        for kind in types or [None]:
+            wanted = [{"key": k, "operator": "In", "values": [v]} for k, v in selector.items()]
+            wanted += rules[kind] if kind else []
+            found = {labels[product_label] for labels in gpu_nodes or ()
+                     if product_label in labels and node_matches(labels, wanted)}
+            offered = found if offered is None else offered & found
+    return offered or set()
+
+
 @dataclass(frozen=True)
 class SpotSplit:
     preference: str  # required | preferred | never

@@ -15,8 +15,8 @@ from ..api.llmdeployment import LLMDeployment, PoolSpec
 from ..api.units import parse_quantity
 from ..catalog import Catalog, CatalogError, GpuProduct, ModelArchitecture, WeightScheme
 from ..catalog.loader import DATA
-from . import memory
-from .placement import SpotSplit, allowed_gpus, integer_bounds, spot_split
+from . import memory, throughput
+from .placement import SpotSplit, allowed_gpus, integer_bounds, offered_products, spot_split
 
 ENGINE = yaml.safe_load((DATA / "engine.yaml").read_text())
 TENSOR_PARALLEL_SIZES = (1, 2, 4, 8)
@@ -36,6 +36,9 @@ class PlanOptions:
     model_server_image: str = ENGINE["image"]
     scheduler: InferenceSchedulerSpec | None = None
     scheduler_ref: str | None = None
+    # labels of the cluster's GPU nodes; None offline. Where nodes match a pool's nodeSelector, the GPU
+    # product is chosen among theirs: a selector such as `cost-tier: spot` says nothing of the product
+    gpu_nodes: tuple[dict[str, str], ...] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -260,16 +263,29 @@ def plan_deployment(
     products, constraint = allowed_gpus(catalog, requests[0].node_selector)
     if not products:
         raise PlanError(f"nodeSelector {constraint} names no GPU product in the catalog ({', '.join(catalog.gpus)})")
+    splits = [spot_split(catalog, r.resources, r.node_selector, r.tolerations, _scheduler_spot(options)) for r in requests]
+    offered = offered_products(catalog, options.capacity_convention, options.gpu_nodes,
+                               [(r.node_selector, split) for r, split in zip(requests, splits)])
+    on_nodes = [p for p in products if p.product in offered]
+    inventory_note = None
+    if on_nodes and len(on_nodes) < len(products):
+        products = on_nodes
+        selectors = "; ".join(dict.fromkeys(_labels(r.node_selector) for r in requests if r.node_selector))
+        inventory_note = (f"GPU products limited to those the cluster's nodes offer for nodeSelector "
+                          f"{selectors} and the spot split: {', '.join(sorted(offered))}")
     fixed_tp = _gpu_request(requests[0].resources)
     sizes = [fixed_tp] if fixed_tp else [tp for tp in TENSOR_PARALLEL_SIZES if model.attention_heads % tp == 0]
     needed = max(_kv_tokens_needed(r) for r in requests)
     element_bytes = catalog.kv_cache_bytes[kv_dtype]
+    workload = throughput.planning_workload(_objectives(llmd, options))
+    spot_ratio = splits[0].max_spot_ratio
+    chunk_tokens = ENGINE["max_num_batched_tokens"][requests[0].role]
 
     candidates, misses, missing_checkpoints = [], [], []
     for gpu in products:
         price = catalog.price(gpu.product, options.provider)
-        if price is None and constraint is None:
-            continue  # unpriced products are chosen only when the user names them
+        if price is None and constraint is None and inventory_note is None:
+            continue  # unpriced products are chosen only when the user or the cluster's nodes name them
         scheme = next((s for s in weight_schemes(quantization, precision, catalog)
                        if gpu.compute_capability >= s.min_compute_capability
                        and checkpoint_for(model, s, spec.model)), None)
@@ -280,7 +296,8 @@ def plan_deployment(
             layout = memory.fit(model, scheme, element_bytes, gpu, tp, utilization, catalog)
             if layout.kv_capacity_tokens >= needed:
                 cost = (price.on_demand if price else math.inf) * tp
-                candidates.append((cost, tp, gpu.memory_bytes, gpu, scheme, layout, price))
+                per_token, rate = _cost_per_token(model, gpu, scheme, tp, price, spot_ratio, workload, chunk_tokens)
+                candidates.append((per_token, cost, tp, gpu.memory_bytes, gpu, scheme, layout, price, rate))
                 break
             misses.append(layout)
     if not candidates and constraint and missing_checkpoints and not misses and quantization not in ("bf16", "fp16"):
@@ -302,9 +319,13 @@ def plan_deployment(
         reasons = _why_not(model, quantization, needed, misses, missing_checkpoints, utilization)
         ways = [] if not search_ways_out else _ways_out(llmd, catalog, options, quantization, kv_dtype, fixed_tp, constraint)
         raise PlanError(reasons + (". Ways out that fit: " + "; ".join(ways) if ways else ". No single change makes it fit"))
-    _, tp, _, gpu, scheme, layout, price = min(candidates, key=lambda c: c[:3])
+    # cheapest per token at the SLO first; products without a capacity profile after, by $/hour
+    candidates.sort(key=lambda c: c[:4])
+    _, _, tp, _, gpu, scheme, layout, price, _ = candidates[0]
     checkpoint = checkpoint_for(model, scheme, spec.model)
-    notes = []
+    notes = [_gpu_choice_note(candidates, workload, spot_ratio)] if len(candidates) > 1 else []
+    if inventory_note and any(r.node_selector for r in requests):
+        notes.insert(0, inventory_note)
     if scheme.weight_only and quantization == "fp8":
         notes.append(f"{gpu.product} has no FP8 tensor cores: fp8 runs weight-only (memory saving, no speed-up)")
     for request in requests:
@@ -325,6 +346,51 @@ def plan_deployment(
         price_note=f"{price.provider}, {price.date}: {price.source}" if price else f"no price for {gpu.product}",
         notes=notes,
     )
+
+
+def _objectives(llmd: LLMDeployment, options: PlanOptions) -> list:
+    """The SLO objectives in force: the inline sloPolicy's, else the scheduler's."""
+    inline = llmd.spec.scheduling.slo_policy if llmd.spec.scheduling else None
+    if inline is not None:
+        return inline.objectives
+    if options.scheduler is not None and options.scheduler.slo_policy is not None:
+        return options.scheduler.slo_policy.objectives
+    return []
+
+
+def _labels(selector: dict[str, str]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(selector.items()))
+
+
+def _scheduler_spot(options: PlanOptions):
+    cost = options.scheduler.cost_optimization if options.scheduler else None
+    return cost.spot_instance_policy if cost and cost.enabled else None
+
+
+def _cost_per_token(model, gpu, scheme, tp, price, spot_ratio, workload, chunk_tokens) -> tuple[float, float]:
+    """(USD per million output tokens, requests/s per replica) at the SLO, paying the spot share at the
+    spot price; (inf, 0) when the product has no price or no capacity profile."""
+    profile = throughput.replica_profile(model, gpu.product, scheme, tp)
+    if profile is None or price is None:
+        return math.inf, 0.0
+    rate = throughput.requests_per_second(profile, workload, chunk_tokens)
+    hourly = tp * (spot_ratio * price.spot + (1 - spot_ratio) * price.on_demand)
+    return throughput.dollars_per_million_tokens(hourly, rate, workload.output_tokens), rate
+
+
+def _gpu_choice_note(candidates, workload, spot_ratio) -> str:
+    """Why this GPU product: each candidate's cost per token, cheapest first."""
+    parts = []
+    for per_token, cost, tp, _, gpu, scheme, _, _, rate in candidates[:5]:
+        what = f"{gpu.product} x{tp} {scheme.name}"
+        if math.isfinite(per_token):
+            parts.append(f"{what} ${per_token:.2f}/M output tokens ({rate:.1f} req/s per replica)")
+        elif rate == 0 and math.isfinite(cost):
+            parts.append(f"{what} misses the targets or has no capacity profile (${cost:.2f}/h)")
+        else:
+            parts.append(f"{what} unpriced")
+    spot = f", {spot_ratio:.0%} on spot" if spot_ratio > 0 else ""
+    return f"GPU product chosen by cost per token at the SLO ({workload.describe()}{spot}): " + "; ".join(parts)
 
 
 def _with_quantization(llmd: LLMDeployment, quantization: str) -> LLMDeployment:
@@ -460,10 +526,7 @@ def _loop_bounds(llmd: LLMDeployment, role: str, static: int) -> tuple[int, int]
 def _plan_pool(llmd, request, model, gpu, tp, scheme, kv_dtype, element_bytes, utilization, checkpoint, price,
                catalog, options, notes) -> PoolPlan:
     owner, replicas, low, high, scaling = _replica_bounds(llmd, request, options)
-    scheduler_spot = None
-    if options.scheduler and options.scheduler.cost_optimization and options.scheduler.cost_optimization.enabled:
-        scheduler_spot = options.scheduler.cost_optimization.spot_instance_policy
-    split = spot_split(catalog, request.resources, request.node_selector, request.tolerations, scheduler_spot)
+    split = spot_split(catalog, request.resources, request.node_selector, request.tolerations, _scheduler_spot(options))
     spot, on_demand = split.split(replicas)
     if owner == "hpa" and 0 < high and low == 0:
         notes.append(f"{request.role}: an HPA keeps at least 1 replica; scale to zero needs scaling.mode scheduler_managed")

@@ -16,6 +16,7 @@ from ..api.llmdeployment import LLMDeployment
 from ..controller import kube, metrics, reconcile, status
 from ..controller.config import CONFIG, SCALER_FIELD_MANAGER
 from ..planning.plan import DeploymentPlan, PlanError, PlanOptions, may_be_loop_owned, plan_deployment
+from ..planning.throughput import profile_format
 from ..planning.scheduler_ref import resolve_scheduler
 from ..render import labels
 from . import observe, policy_inputs
@@ -76,6 +77,7 @@ def managed_deployments(catalog) -> list[Managed]:
     schedulers = reconcile.schedulers()
     found = []
     leaving = kube.namespaces_going_away()
+    gpu_nodes = kube.gpu_node_labels(catalog.conventions["gpu_product_label"])  # the reconcile plans with the same
     for body in kube.iter_llmdeployments():
         meta = body["metadata"]
         if not may_be_loop_owned(body.get("spec") or {}):
@@ -88,7 +90,8 @@ def managed_deployments(catalog) -> list[Managed]:
             scheduler = resolve_scheduler(llmd, schedulers, CONFIG.home_namespace)
             plan = plan_deployment(llmd, catalog, PlanOptions(provider=CONFIG.provider,
                                                               capacity_convention=CONFIG.capacity_convention,
-                                                              scheduler=scheduler.spec if scheduler else None))
+                                                              scheduler=scheduler.spec if scheduler else None,
+                                                              gpu_nodes=gpu_nodes))
         except (ValidationError, PlanError):
             continue  # the reconcile reports these
         if plan.sized_by_slo_loop:
@@ -118,7 +121,7 @@ def capacity_profile(managed: Managed):
 
 
 def _format(plan: DeploymentPlan) -> str:
-    return plan.scheme.quantization
+    return profile_format(plan.scheme)
 
 
 def tick(prometheus, catalog, now_s: float | None = None) -> list[dict]:

@@ -7,6 +7,7 @@ from dataclasses import replace
 from ..api.inferencescheduler import InferenceScheduler
 from ..api.llmdeployment import LLMDeployment
 from ..api.units import parse_duration, parse_target
+from ..planning.placement import node_matches
 from ..planning.plan import ENGINE, DeploymentPlan
 from ..render import labels
 from .decide import (Constraints, FleetObservation, Objective, PolicySpec, PoolObservation, Prices,
@@ -162,18 +163,6 @@ def stale_metrics_note(last_sample_s: float | None, snapshot: Snapshot, interval
     return "metrics are stale"
 
 
-def node_matches(node: dict, expressions: list[dict]) -> bool:
-    """Whether a node's labels satisfy node-affinity match expressions (In, NotIn, Exists, DoesNotExist)."""
-    node_labels = node["metadata"].get("labels") or {}
-    for e in expressions:
-        present, value = e["key"] in node_labels, node_labels.get(e["key"])
-        operator = e["operator"]
-        if (operator == "In" and value not in e["values"]) or (operator == "NotIn" and value in e["values"]) \
-                or (operator == "Exists" and not present) or (operator == "DoesNotExist" and present):
-            return False
-    return True
-
-
 def _draining(node: dict, interruption_taints: list[str]) -> str | None:
     if node["metadata"].get("deletionTimestamp"):
         return "is being deleted"
@@ -189,7 +178,7 @@ def spot_health(pods: list[dict], nodes: dict[str, dict], interruption_taints: l
     going away, at once; a spot pod unschedulable once it has waited `pending_grace_s` (--spot-pending-grace:
     the time a node provisioner takes to add a spot node; 0, the default, falls back at the first sight)."""
     if spot_node_expressions is not None:
-        candidates = [n for n in nodes.values() if node_matches(n, spot_node_expressions)]
+        candidates = [n for n in nodes.values() if node_matches(n["metadata"].get("labels") or {}, spot_node_expressions)]
         usable = [n for n in candidates if _draining(n, interruption_taints) is None]
         if not usable:
             reasons = sorted({f"{n['metadata']['name']} {_draining(n, interruption_taints)}" for n in candidates})
