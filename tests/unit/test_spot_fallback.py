@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 
 import pytest
 
+from llmd_operator.api.inferencescheduler import InferenceScheduler
 from llmd_operator.api.llmdeployment import LLMDeployment
 from llmd_operator.controller.config import CONFIG
 from llmd_operator.planning.plan import PlanOptions, plan_deployment
@@ -28,6 +29,7 @@ def _pod(name: str, node: str | None = None, unschedulable_s_ago: float | None =
            "spec": {}, "status": {}}
     if node:
         pod["spec"]["nodeName"] = node
+        pod["status"]["conditions"] = [{"type": "Ready", "status": "True"}]
     if unschedulable_s_ago is not None:
         pod["status"]["conditions"] = [{
             "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
@@ -96,8 +98,9 @@ def test_a_spot_pods_vanished_node_and_no_schedulable_spot_node_are_immediate_wh
 
 @pytest.fixture
 def one_tick(catalog, spot_nodes, monkeypatch):
-    """tick(pods) runs the SLO loop once for `chat` (3 spot + 1 on-demand replicas, one schedulable spot
-    node, load steady) and returns (scale calls, status written, events)."""
+    """tick(pods, fallback_strategy) runs the SLO loop once for `chat` (3 spot + 1 on-demand replicas, all
+    ready; spot node s1 schedulable, s2 with an interruption notice; load steady) and returns (scale calls,
+    status written, events)."""
     spec = {"model": {"name": "llama-3.1-8b", "quantization": {"type": "fp8"}},
             "nodeSelector": {"nvidia.com/gpu.product": GPU},
             "resources": {"policies": {"spotPreference": "preferred", "maxSpotRatio": 0.8}},
@@ -114,7 +117,7 @@ def one_tick(catalog, spot_nodes, monkeypatch):
     said = {"request_rate": 4.0, "mean_input_tokens": 1000.0, "mean_output_tokens": 200.0, "ttft_p50_s": 0.1,
             "ttft_p95_s": 0.2, "itl_p50_s": 0.01, "itl_p95_s": 0.02, "last_sample_s": NOW}
     snapshot = observe.Snapshot(ok=True, deployment={("team", "chat"): said}, evaluated_at=NOW, window="30s")
-    nodes = {"s1": _spot_node("s1", spot_nodes)}
+    nodes = {"s1": _spot_node("s1", spot_nodes), "s2": _spot_node("s2", spot_nodes, taint=TAINT)}
     scaled, written, events = [], [], []
     monkeypatch.setattr(CONFIG, "capacity_convention", "karpenter")
     monkeypatch.setattr(loop.kube, "list_children", lambda namespace, selector: workloads)
@@ -123,7 +126,10 @@ def one_tick(catalog, spot_nodes, monkeypatch):
     monkeypatch.setattr(loop.kube, "write_status", lambda module, body, build: written.append(build({})))
     monkeypatch.setattr(loop.kube, "post_event", lambda body, type_, reason, message: events.append((reason, message)))
 
-    def tick(pods: list[dict]):
+    def tick(pods: list[dict], fallback_strategy: str | None = None):
+        item.scheduler = None if fallback_strategy is None else InferenceScheduler.model_validate(
+            {"metadata": {"name": "shared", "namespace": "team"},
+             "spec": {"costOptimization": {"spotInstancePolicy": {"fallbackStrategy": fallback_strategy}}}})
         monkeypatch.setattr(loop.kube, "list_pods", lambda namespace, selector: pods)
         loop._decide_and_act(item, snapshot, {}, 0.0, nodes, NOW, catalog)
         return scaled, written[-1], events
@@ -152,3 +158,57 @@ def test_the_loop_waits_the_operators_spot_pending_grace(one_tick, monkeypatch):
     assert not any(name == "chat-spot" and replicas == 0 for name, replicas in scaled)
     assert _spot_fallback(status)["status"] == "False"
     assert "SpotFallback" not in [reason for reason, _ in events]
+
+
+# --------------------------------------------------------------------------- fallbackStrategy ---
+
+def _serving_on_draining_node() -> list[dict]:
+    return [_pod(f"chat-spot-{i}", node="s2") for i in range(3)]
+
+
+def test_graceful_migration_keeps_serving_spot_replicas_until_on_demand_ones_are_ready(one_tick):
+    scaled, status, events = one_tick(_serving_on_draining_node(), "graceful_migration")
+    # on-demand grows to the whole pool; the spot replicas still serve until the replacements are ready
+    assert scaled == [("chat-on-demand", 4)]
+    assert _spot_fallback(status)["status"] == "True"
+    assert [reason for reason, _ in events] == ["Scaled", "SpotFallback"]
+
+
+def test_immediate_removes_the_spot_replicas_in_the_same_tick(one_tick):
+    scaled, status, _ = one_tick(_serving_on_draining_node(), "immediate")
+    assert scaled == [("chat-on-demand", 4), ("chat-spot", 0)]
+    assert _spot_fallback(status)["status"] == "True"
+
+
+def test_none_leaves_the_replicas_on_spot_and_says_it_waits(one_tick):
+    scaled, status, events = one_tick(_serving_on_draining_node(), "none")
+    assert scaled == []
+    fallback = _spot_fallback(status)
+    assert (fallback["status"], fallback["reason"]) == ("False", "WaitingForSpot")
+    assert f"spot node s2 is being drained ({TAINT})" in fallback["message"] and "fallbackStrategy none" in fallback["message"]
+    assert [reason for reason, _ in events] == ["SpotUnavailable"]
+
+
+@pytest.mark.parametrize("current, wanted, serving, od_ready, od_wanted, kept", [
+    (3, 0, 3, 1, 4, 3),    # no replacement ready yet: every serving spot replica stays
+    (3, 0, 3, 3, 4, 1),    # two replacements ready: two spot replicas go
+    (3, 0, 3, 4, 4, 0),    # all replaced
+    (3, 0, 1, 1, 4, 1),    # only one still serves (the others lost their node): only it stays
+    (3, 0, 0, 1, 4, 0),    # none serves: nothing to wait for
+    (2, 4, 2, 0, 1, 4),    # spot grows: never held back
+    (3, 1, 3, 2, 2, 1),    # an ordinary scale-down, on-demand already ready: the policy's target
+], ids=["none-ready", "two-ready", "all-ready", "one-serving", "none-serving", "growing", "scale-down"])
+def test_spot_kept_while_migrating(current, wanted, serving, od_ready, od_wanted, kept):
+    assert policy_inputs.spot_kept_while_migrating(current, wanted, serving, od_ready, od_wanted) == kept
+
+
+def test_serving_spot_pods_are_ready_ones_on_existing_nodes():
+    pending = _pod("p", unschedulable_s_ago=5)
+    orphaned = _pod("o", node="gone")
+    not_ready = _pod("n", node="s1")
+    not_ready["status"]["conditions"] = [{"type": "Ready", "status": "False"}]
+    on_demand = _pod("d", node="s1")
+    on_demand["metadata"]["labels"] = labels.pod_labels("chat", "llama-3.1-8b", "decode", "on-demand")
+    serving = [_pod("a", node="s1"), _pod("b", node="s2")]
+    nodes = {"s1": {}, "s2": {}}
+    assert policy_inputs.serving_spot_pods([pending, orphaned, not_ready, on_demand, *serving], nodes) == {"monolithic": 2}

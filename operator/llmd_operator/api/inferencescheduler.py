@@ -103,7 +103,7 @@ class SpotInstancePolicy(ApiModel):
     max_spot_ratio: float = Field(default=0.8, ge=0, le=1)
     """Largest share (0..1) of each pool's replicas on spot."""
     fallback_strategy: Literal["graceful_migration", "immediate", "none"] = "graceful_migration"
-    """When spot capacity is lost: graceful_migration starts on-demand replacements before removing spot replicas; immediate switches at once; none waits for spot."""
+    """When spot capacity is lost: graceful_migration orders on-demand replacements at once and removes spot replicas that still serve only as the replacements become ready; immediate removes them in the same step; none keeps the replicas on spot until it returns."""
     interruption: Interruption | None = None
     """Interruption handling."""
 

@@ -229,7 +229,10 @@ def _decide_and_act(item: Managed, snapshot, objective_values: dict[str, float],
                                                       spot_node_expressions=spot_nodes)
         spot_ok, spot_why = policy_inputs.spot_in_force(spot_ok, spot_why,
                                                         status.find_condition(old_status, "SpotFallback"), now_s)
-    spec = policy_inputs.policy_spec(item.llmd, item.scheduler, item.plan, spot_ok is not False, interval)
+    strategy = policy_inputs.fallback_strategy(item.scheduler)
+    # fallbackStrategy none: the replicas wait on spot for it to return; the condition still says spot is gone
+    spot_for_sizing = spot_ok is not False or strategy == "none"
+    spec = policy_inputs.policy_spec(item.llmd, item.scheduler, item.plan, spot_for_sizing, interval)
     fleet = policy_inputs.observation(snapshot, namespace, name, item.plan, workloads, now_s, interval,
                                       objective_values, demand)
     profile, profile_note = capacity_profile(item)
@@ -237,14 +240,19 @@ def _decide_and_act(item: Managed, snapshot, objective_values: dict[str, float],
     state = remembered_state(uid, policy_name(algorithm), old_status)
     decision, state = decide(algorithm, fleet, spec, profile, state)
     _memory[uid] = (decision.policy, state, now_s)
-    changes = _actuate(namespace, name, decision, workloads)
-    _record(item, decision, state, changes, spot_ok, spot_why, snapshot, profile_note, now_s, old_status, interval)
+    serving = policy_inputs.serving_spot_pods(pods, nodes) if strategy == "graceful_migration" else None
+    changes = _actuate(namespace, name, decision, workloads, serving)
+    _record(item, decision, state, changes, spot_ok, spot_why, snapshot, profile_note, now_s, old_status, interval,
+            strategy)
     return {"deployment": f"{namespace}/{name}", "policy": policy_name(algorithm), "changes": changes,
             "reason": decision.reason, "held": decision.held_for_missing_metrics}
 
 
-def _actuate(namespace: str, name: str, decision, workloads: list[dict]) -> list[str]:
-    """Scale the pool Deployments to the decision's split, through the scale subresource; only what differs."""
+def _actuate(namespace: str, name: str, decision, workloads: list[dict],
+             serving_spot: dict[str, int] | None = None) -> list[str]:
+    """Scale the pool Deployments to the decision's split, through the scale subresource; only what differs.
+    `serving_spot` (graceful migration): spot pods per role still serving, kept until ready on-demand
+    replicas replace them."""
     if decision.held_for_missing_metrics:
         return []
     by_name = {w["metadata"]["name"]: w for w in workloads}
@@ -254,6 +262,11 @@ def _actuate(namespace: str, name: str, decision, workloads: list[dict]) -> list
         spot_name = labels.workload_name(name, pool.role, "spot")
         if spot_name not in by_name:  # no spot Deployment for this pool: everything on-demand
             wanted = {"spot": 0, "on-demand": pool.target}
+        on_demand = by_name.get(labels.workload_name(name, pool.role, "on-demand"))
+        if serving_spot is not None and spot_name in by_name and on_demand is not None:
+            wanted["spot"] = policy_inputs.spot_kept_while_migrating(
+                by_name[spot_name]["spec"].get("replicas") or 0, wanted["spot"], serving_spot.get(pool.role, 0),
+                (on_demand.get("status") or {}).get("readyReplicas") or 0, wanted["on-demand"])
         moves = []
         for capacity, replicas in wanted.items():
             workload = by_name.get(labels.workload_name(name, pool.role, capacity))
@@ -272,7 +285,7 @@ def _actuate(namespace: str, name: str, decision, workloads: list[dict]) -> list
 
 
 def _record(item: Managed, decision, state, changes, spot_ok, spot_why, snapshot, profile_note, now_s, old_status,
-            interval: float):
+            interval: float, strategy: str = "graceful_migration"):
     meta = item.body["metadata"]
     namespace, name, generation = meta["namespace"], meta["name"], meta.get("generation")
     conditions = []
@@ -290,6 +303,10 @@ def _record(item: Managed, decision, state, changes, spot_ok, spot_why, snapshot
     if spot_ok is None:
         conditions.append(status.condition("SpotFallback", False, "SpotNotUsed",
                                            "this deployment does not run on spot (its spot share is 0)", generation))
+    elif spot_ok is False and strategy == "none":
+        conditions.append(status.condition("SpotFallback", False, "WaitingForSpot",
+                                           f"spot capacity is unusable ({spot_why}); fallbackStrategy none keeps the "
+                                           f"replicas on spot until it returns", generation))
     else:
         conditions.append(status.condition("SpotFallback", not spot_ok, "SpotUnavailable" if not spot_ok else "SpotAvailable",
                                            spot_why or "spot capacity is usable", generation))
@@ -313,7 +330,11 @@ def _record(item: Managed, decision, state, changes, spot_ok, spot_why, snapshot
         split = ", ".join(changes)
         kube.post_event(item.body, "Normal", "Scaled", f"{decision.reason} (Deployments: {split})" if decision.reason
                         else f"capacity-type split changed: {split}")
-    if spot_ok is False and status.find_condition(old_status, "SpotFallback").get("status") != "True":
+    before = status.find_condition(old_status, "SpotFallback")
+    if spot_ok is False and strategy == "none":
+        if before.get("reason") != "WaitingForSpot":
+            kube.post_event(item.body, "Warning", "SpotUnavailable", f"{spot_why}; fallbackStrategy none: waiting for spot")
+    elif spot_ok is False and before.get("status") != "True":
         kube.post_event(item.body, "Warning", "SpotFallback", spot_why)
 
 

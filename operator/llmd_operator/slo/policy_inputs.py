@@ -225,6 +225,40 @@ def spot_in_force(usable_now: bool, why: str, fallback: dict, now_s: float,
     return True, ""
 
 
+def fallback_strategy(scheduler: InferenceScheduler | None) -> str:
+    """The scheduler's spotInstancePolicy.fallbackStrategy; its default (graceful_migration) without one."""
+    cost = scheduler.spec.cost_optimization if scheduler else None
+    policy = cost.spot_instance_policy if cost and cost.enabled else None
+    return policy.fallback_strategy if policy else "graceful_migration"
+
+
+def serving_spot_pods(pods: list[dict], nodes: dict[str, dict]) -> dict[str, int]:
+    """Ready spot pods per pool role whose node still exists: those still serving, on a node with an
+    interruption notice or not. Pods pending or on a vanished node serve nothing."""
+    serving: dict[str, int] = {}
+    for pod in pods:
+        pod_labels = pod["metadata"].get("labels") or {}
+        if pod_labels.get(labels.CAPACITY_LABEL) != "spot" or pod["spec"].get("nodeName") not in nodes:
+            continue
+        ready = any(c.get("type") == "Ready" and c.get("status") == "True"
+                    for c in (pod.get("status") or {}).get("conditions") or [])
+        if ready and not pod["metadata"].get("deletionTimestamp"):
+            role = pod_labels.get(labels.ROLE_LABEL, "monolithic")
+            serving[role] = serving.get(role, 0) + 1
+    return serving
+
+
+def spot_kept_while_migrating(current_spot: int, wanted_spot: int, serving_spot: int, on_demand_ready: int,
+                              wanted_on_demand: int) -> int:
+    """graceful_migration: spot replicas that still serve (on a node with an interruption notice, say)
+    are removed only as ready on-demand replicas replace them; removing them first would leave a gap of
+    a model server's start-up. Those that serve nothing go at once."""
+    if wanted_spot >= current_spot:
+        return wanted_spot
+    not_yet_ready = max(0, wanted_on_demand - on_demand_ready)
+    return max(wanted_spot, min(current_spot, serving_spot, not_yet_ready))
+
+
 def _epoch(stamp) -> float | None:
     from datetime import datetime
     if not stamp:
