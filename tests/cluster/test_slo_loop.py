@@ -15,14 +15,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.cluster.conftest import Operator, apply, condition, free_port, get_json, kubectl, wait_for
+from tests.cluster.conftest import ROOT, Operator, apply, condition, free_port, get_json, kubectl, wait_for
 
 ITL_TARGET_S = 0.05
 # An objective the operator does not measure itself: its PromQL runs as written, with the labels put in.
 E2E_P50 = """# median request latency of this deployment
 histogram_quantile(0.5, sum by (le) (rate(vllm:e2e_request_latency_seconds_bucket{namespace="$namespace",
   llm_d_deployment="$deployment"}[15s])))"""
-SPOT_TAINT = "karpenter.sh/disrupted"
 
 
 class Prometheus:
@@ -76,13 +75,21 @@ def sparse_loop(operator, namespace, tmp_path):
     yield from _loop_with_prometheus(operator, namespace, tmp_path, "5s", ())
 
 
-def _loop_with_prometheus(operator, namespace, tmp_path, scrape: str, loop_args: tuple):
+@pytest.fixture
+def disaggregated_loop(operator, namespace, tmp_path):
+    """Prefill and decode pools; short prompts and long answers, so that load lands on decode."""
+    yield from _loop_with_prometheus(operator, namespace, tmp_path, "1s", ("--metrics-window", "15s"),
+                                     ("--mode", "disaggregated", "--input-tokens", "200", "--output-tokens", "1000"))
+
+
+def _loop_with_prometheus(operator, namespace, tmp_path, scrape: str, loop_args: tuple,
+                          sim_args: tuple = ("--input-tokens", "1000", "--output-tokens", "200")):
     """The shared operator steps aside; one with Prometheus runs the loop on this namespace."""
     operator.stop()
     sim_port = free_port()
     simulator = subprocess.Popen(
         [sys.executable, "-m", "llmd_operator.cli", "simulate-live", "--namespace", namespace, "--rate", "1",
-         "--input-tokens", "1000", "--output-tokens", "200", "--port", str(sim_port)],
+         "--port", str(sim_port), *sim_args],
         stdout=(tmp_path / "sim.log").open("w"), stderr=subprocess.STDOUT)
     prometheus = Prometheus(tmp_path, sim_port, scrape)
     prometheus.start()
@@ -94,14 +101,25 @@ def _loop_with_prometheus(operator, namespace, tmp_path, scrape: str, loop_args:
     prometheus.stop()
     simulator.terminate()
     simulator.wait(timeout=20)
-    for node in spot_nodes():
-        kubectl("taint", "node", node, f"{SPOT_TAINT}-", check=False)
+    restore_fleet_nodes()
     operator.start()
 
 
-def spot_nodes() -> list[str]:
-    return [n["metadata"]["name"] for n in get_json("nodes", "-l",
-            "karpenter.sh/capacity-type=spot,nvidia.com/gpu.product=NVIDIA-H100-80GB-HBM3")["items"]]
+def restore_fleet_nodes() -> None:
+    """Put back the fleet's nodes a test deleted, as `e2e/cluster.sh up` would, and wait for them to be Ready."""
+    fleet = [d for d in yaml.safe_load_all((ROOT / "e2e" / "fleet.yaml").read_text()) if d]
+    have = {n["metadata"]["name"] for n in get_json("nodes")["items"]}
+    missing = [d for d in fleet if d["metadata"]["name"] not in have]
+    if not missing:
+        return
+    kubectl("apply", "-f", "-", input_text=yaml.safe_dump_all(missing))
+    names = {d["metadata"]["name"] for d in missing}
+
+    def ready():
+        nodes = [n for n in get_json("nodes")["items"] if n["metadata"]["name"] in names]
+        return len(nodes) == len(names) and all(any(c["type"] == "Ready" and c["status"] == "True"
+                                                    for c in n["status"].get("conditions", [])) for n in nodes)
+    wait_for(ready, 60, f"the deleted fleet nodes {sorted(names)} to be back and Ready")
 
 
 def set_rate(port: int, rate: float) -> None:
@@ -164,16 +182,21 @@ def test_load_steps_resize_the_pool_and_missing_metrics_hold_it(closed_loop, nam
     wait_for(lambda: sum(pool(namespace).values()) < peak, 180, "the pool to shrink after the load drops")
     assert sum(pool(namespace).values()) >= 1  # never below minReplicas
 
-    # Spot capacity is being reclaimed: the loop moves the pool's replicas to on-demand.
+    # Spot capacity is reclaimed: the nodes of the pool's spot pods are deleted, as a cloud does at the end
+    # of a spot interruption notice. The loop moves the pool's replicas to on-demand.
     set_rate(sim_port, 30)
     wait_for(lambda: pool(namespace).get("spot", 0) >= 1, 180, "spot replicas while spot is healthy")
-    for node in spot_nodes():
-        kubectl("taint", "node", node, f"{SPOT_TAINT}=true:NoSchedule", "--overwrite")
-    wait_for(lambda: pool(namespace).get("spot", 0) == 0 and pool(namespace).get("on-demand", 0) >= 1, 60,
-             "replicas to move to on-demand")
+    on_demand_before = pool(namespace).get("on-demand", 0)
+    spot_pods = get_json("pods", "-n", namespace, "-l", "llm-d.io/deployment=loop,llm-d.io/capacity-type=spot")["items"]
+    reclaimed = sorted({p["spec"]["nodeName"] for p in spot_pods if p["spec"].get("nodeName")})
+    assert reclaimed, "no spot pod is bound to a node"
+    kubectl("delete", "node", *reclaimed, "--wait=false")
+    moved = wait_for(lambda: (lambda p: p if p.get("spot", 0) == 0 and p.get("on-demand", 0) > on_demand_before
+                              else None)(pool(namespace)), 60, "replicas to move to on-demand")
+    assert moved["on-demand"] >= 1
     fallback = wait_for(lambda: (lambda c: c if c.get("status") == "True" else None)(
         condition(get_json("llmd", "loop", "-n", namespace), "SpotFallback")), 30, "SpotFallback=True")
-    assert SPOT_TAINT in fallback["message"]
+    assert "is gone" in fallback["message"] or "being deleted" in fallback["message"], fallback["message"]
     assert "SpotFallback" in kubectl("get", "events", "-n", namespace, "--field-selector", "reason=SpotFallback").stdout
 
     # Prometheus goes away: replicas hold, and the condition says why.
@@ -190,6 +213,45 @@ def test_load_steps_resize_the_pool_and_missing_metrics_hold_it(closed_loop, nam
     assert f"llmd_slo_score{{{series}" not in exported and f"llmd_slo_attainment{{{series}" not in exported
     time.sleep(10)  # several loop intervals: nothing may move while blind
     assert pool(namespace) == held
+
+
+def pools(namespace: str, name: str) -> dict:
+    items = get_json("deploy", "-n", namespace, "-l", f"llm-d.io/deployment={name}")["items"]
+    found: dict[str, int] = {}
+    for d in items:
+        role = d["metadata"]["labels"]["llm-d.ai/role"]
+        found[role] = found.get(role, 0) + d["spec"].get("replicas", 0)
+    return found
+
+
+def test_a_load_step_grows_the_decode_pool_of_a_disaggregated_deployment(disaggregated_loop, namespace):
+    prometheus, sim_port = disaggregated_loop["prometheus"], disaggregated_loop["sim_port"]
+    apply(namespace, {
+        "apiVersion": "inference.llm-d.io/v1alpha1", "kind": "LLMDeployment", "metadata": {"name": "pd"},
+        "spec": {"model": {"name": "llama-3.1-8b", "quantization": {"type": "fp8"}},
+                 "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
+                 "serving": {"mode": "disaggregated"},
+                 "scaling": {"constraints": {"prefill": {"minReplicas": 1, "maxReplicas": 4},
+                                             "decode": {"minReplicas": 1, "maxReplicas": 10}}},
+                 "scheduling": {"sloPolicy": {
+                     "objectives": [{"name": "ttft_p95", "target": "500ms"}, {"name": "itl_p95", "target": "50ms"}],
+                     "scaling": {"interval": "3s", "scaleDownCooldown": "15s", "burstHold": "0s"}}}}})
+    wait_for(lambda: condition(get_json("llmd", "pd", "-n", namespace), "MetricsAvailable").get("status") == "True",
+             120, "MetricsAvailable=True from the live Prometheus")
+    before = pools(namespace, "pd")
+    assert before["prefill"] >= 1 and before["decode"] >= 1
+
+    set_rate(sim_port, 12)  # 12 answers of ~1000 tokens per second: several decode replicas' worth
+    grown = wait_for(lambda: (lambda p: p if p["decode"] > before["decode"] else None)(pools(namespace, "pd")), 120,
+                     "the decode pool to grow after the load step")
+    assert grown["prefill"] <= 4 and grown["decode"] <= 10  # each pool within its own bounds
+    events = json.loads(kubectl("get", "events", "-n", namespace, "--field-selector", "reason=Scaled",
+                                "-o", "json").stdout)["items"]
+    assert any(re.search(r"decode \d+->\d+: ", e["message"]) for e in events), [e["message"] for e in events]
+    itl = ('histogram_quantile(0.95, sum by (le) (rate(vllm:request_time_per_output_token_seconds_bucket'
+           '{llm_d_deployment="pd",llm_d_role="decode"}[15s])))')
+    wait_for(lambda: (lambda v: v is not None and v <= ITL_TARGET_S)(prometheus.value(itl)), 180,
+             "decode ITL p95 back under 50 ms after scaling up")
 
 
 def test_scrapes_too_sparse_for_the_interval_widen_the_window_and_say_so(sparse_loop, namespace):
