@@ -101,6 +101,18 @@ class TestClusterNodes:
         assert plan.gpu.product == A100_40
         assert "nodeSelector role=prefill; role=decode" in plan.notes[0]
 
+    def test_a_deployment_keeps_its_product_while_no_node_offers_one(self, catalog):
+        # its V100 spot nodes were reclaimed: moving every replica to an H100 nobody selected helps no one
+        options = PlanOptions(gpu_nodes=self.NODES[:1], current_gpu_product=V100)
+        plan = plan_deployment(llmd({"nodeSelector": {"cost-tier": "spot"}}), catalog, options)
+        assert plan.gpu.product == V100
+        assert plan.notes[0] == f"no GPU node offers every pool now; keeping {V100}, the product it runs on"
+
+    def test_nodes_that_offer_another_product_win_over_the_current_one(self, catalog):
+        nodes = ({"nvidia.com/gpu.product": H100, "karpenter.sh/capacity-type": "on-demand", "pool": "a"},)
+        options = PlanOptions(gpu_nodes=nodes, current_gpu_product=V100)
+        assert plan_deployment(llmd({"nodeSelector": {"pool": "a"}}), catalog, options).gpu.product == H100
+
     def test_an_unpriced_product_on_the_nodes_can_be_chosen(self, catalog):
         nodes = ({"nvidia.com/gpu.product": "NVIDIA-L40S", "karpenter.sh/capacity-type": "on-demand", "pool": "l40s"},)
         plan = plan_deployment(llmd({"nodeSelector": {"pool": "l40s"}}), catalog, PlanOptions(gpu_nodes=nodes))

@@ -120,6 +120,11 @@ def reconcile(body: dict) -> Outcome:
             metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
 
 
+def running_on(body: dict) -> str | None:
+    """The GPU product the deployment was last planned on (status.plan.gpuProduct)."""
+    return ((body.get("status") or {}).get("plan") or {}).get("gpuProduct")
+
+
 def _reconcile(body: dict) -> Outcome:
     meta = body["metadata"]
     name, namespace, generation = meta["name"], meta["namespace"], meta.get("generation")
@@ -130,7 +135,8 @@ def _reconcile(body: dict) -> Outcome:
     options = PlanOptions(provider=CONFIG.provider, capacity_convention=CONFIG.capacity_convention,
                           model_server_image=CONFIG.model_server_image,
                           scheduler=scheduler.spec if scheduler else None,
-                          gpu_nodes=kube.gpu_node_labels(the_catalog.conventions["gpu_product_label"]))
+                          gpu_nodes=kube.gpu_node_labels(the_catalog.conventions["gpu_product_label"]),
+                          current_gpu_product=running_on(body))
     selector = labels.owned_selector(name)
     profiling = bool(llmd.spec.profiling and llmd.spec.profiling.enabled)
     live = {(c["kind"], c["metadata"]["name"]): c for c in kube.list_children(namespace, selector, profiling)}

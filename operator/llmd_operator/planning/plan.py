@@ -39,6 +39,9 @@ class PlanOptions:
     # labels of the cluster's GPU nodes; None offline. Where nodes match a pool's nodeSelector, the GPU
     # product is chosen among theirs: a selector such as `cost-tier: spot` says nothing of the product
     gpu_nodes: tuple[dict[str, str], ...] | None = field(default=None, compare=False)
+    # the product the deployment runs on now (status.plan.gpuProduct): kept while no node offers a choice,
+    # so that losing the nodes of one capacity type for a while does not move every replica to another GPU
+    current_gpu_product: str | None = None
 
 
 @dataclass(frozen=True)
@@ -267,12 +270,17 @@ def plan_deployment(
     offered = offered_products(catalog, options.capacity_convention, options.gpu_nodes,
                                [(r.node_selector, split) for r, split in zip(requests, splits)])
     on_nodes = [p for p in products if p.product in offered]
+    running = [p for p in products if p.product == options.current_gpu_product]
     inventory_note = None
     if on_nodes and len(on_nodes) < len(products):
         products = on_nodes
         selectors = "; ".join(dict.fromkeys(_labels(r.node_selector) for r in requests if r.node_selector))
         inventory_note = (f"GPU products limited to those the cluster's nodes offer for nodeSelector "
-                          f"{selectors} and the spot split: {', '.join(sorted(offered))}")
+                          f"{selectors or '(none)'} and the spot split: {', '.join(sorted(offered))}")
+    elif not on_nodes and running and len(products) > 1:
+        products = running
+        inventory_note = (f"no GPU node offers every pool now; keeping {options.current_gpu_product}, "
+                          f"the product it runs on")
     fixed_tp = _gpu_request(requests[0].resources)
     sizes = [fixed_tp] if fixed_tp else [tp for tp in TENSOR_PARALLEL_SIZES if model.attention_heads % tp == 0]
     needed = max(_kv_tokens_needed(r) for r in requests)
@@ -324,7 +332,7 @@ def plan_deployment(
     _, _, tp, _, gpu, scheme, layout, price, _ = candidates[0]
     checkpoint = checkpoint_for(model, scheme, spec.model)
     notes = [_gpu_choice_note(candidates, workload, spot_ratio)] if len(candidates) > 1 else []
-    if inventory_note and any(r.node_selector for r in requests):
+    if inventory_note and (any(r.node_selector for r in requests) or not offered):
         notes.insert(0, inventory_note)
     if scheme.weight_only and quantization == "fp8":
         notes.append(f"{gpu.product} has no FP8 tensor cores: fp8 runs weight-only (memory saving, no speed-up)")

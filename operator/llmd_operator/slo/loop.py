@@ -91,7 +91,8 @@ def managed_deployments(catalog) -> list[Managed]:
             plan = plan_deployment(llmd, catalog, PlanOptions(provider=CONFIG.provider,
                                                               capacity_convention=CONFIG.capacity_convention,
                                                               scheduler=scheduler.spec if scheduler else None,
-                                                              gpu_nodes=gpu_nodes))
+                                                              gpu_nodes=gpu_nodes,
+                                                              current_gpu_product=reconcile.running_on(body)))
         except (ValidationError, PlanError):
             continue  # the reconcile reports these
         if plan.sized_by_slo_loop:
