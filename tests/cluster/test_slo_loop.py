@@ -122,6 +122,13 @@ def restore_fleet_nodes() -> None:
     wait_for(ready, 60, f"the deleted fleet nodes {sorted(names)} to be back and Ready")
 
 
+def fp8_on_h100(name: str, spec: dict) -> dict:
+    """An LLMDeployment of Llama-3.1-8B in FP8 on the fleet's H100s, with `spec` added."""
+    return {"apiVersion": "inference.llm-d.io/v1alpha1", "kind": "LLMDeployment", "metadata": {"name": name},
+            "spec": {"model": {"name": "llama-3.1-8b", "quantization": {"type": "fp8"}},
+                     "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}, **spec}}
+
+
 def set_rate(port: int, rate: float) -> None:
     urllib.request.urlopen(f"http://127.0.0.1:{port}/load?rate={rate}", timeout=5).read()
 
@@ -133,18 +140,15 @@ def pool(namespace: str) -> dict:
 
 def test_load_steps_resize_the_pool_and_missing_metrics_hold_it(closed_loop, namespace):
     prometheus, sim_port = closed_loop["prometheus"], closed_loop["sim_port"]
-    apply(namespace, {
-        "apiVersion": "inference.llm-d.io/v1alpha1", "kind": "LLMDeployment", "metadata": {"name": "loop"},
-        "spec": {"model": {"name": "llama-3.1-8b", "quantization": {"type": "fp8"}},
-                 "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
-                 "resources": {"policies": {"spotPreference": "preferred", "maxSpotRatio": 0.5}},
-                 "scheduling": {"sloPolicy": {
-                     "objectives": [{"name": "ttft_p95", "target": "500ms"}, {"name": "itl_p95", "target": "50ms"},
-                                    {"name": "e2e_p50", "target": "20s", "calculator": E2E_P50}],
-                     # burstHold 0s: this test's load steps once each way, and its drop is to be released
-                     # after the cooldown, not held for a burst that might return (the default 15m)
-                     "scaling": {"minReplicas": 1, "maxReplicas": 8, "interval": "3s", "scaleDownCooldown": "15s",
-                                 "burstHold": "0s"}}}}})
+    apply(namespace, fp8_on_h100("loop", {
+        "resources": {"policies": {"spotPreference": "preferred", "maxSpotRatio": 0.5}},
+        "scheduling": {"sloPolicy": {
+            "objectives": [{"name": "ttft_p95", "target": "500ms"}, {"name": "itl_p95", "target": "50ms"},
+                           {"name": "e2e_p50", "target": "20s", "calculator": E2E_P50}],
+            # burstHold 0s: this test's load steps once each way, and its drop is to be released
+            # after the cooldown, not held for a burst that might return (the default 15m)
+            "scaling": {"minReplicas": 1, "maxReplicas": 8, "interval": "3s", "scaleDownCooldown": "15s",
+                        "burstHold": "0s"}}}}))
     def metrics_available():
         obj = get_json("llmd", "loop", "-n", namespace)
         return condition(obj, "MetricsAvailable").get("status") == "True"
@@ -226,16 +230,13 @@ def pools(namespace: str, name: str) -> dict:
 
 def test_a_load_step_grows_the_decode_pool_of_a_disaggregated_deployment(disaggregated_loop, namespace):
     prometheus, sim_port = disaggregated_loop["prometheus"], disaggregated_loop["sim_port"]
-    apply(namespace, {
-        "apiVersion": "inference.llm-d.io/v1alpha1", "kind": "LLMDeployment", "metadata": {"name": "pd"},
-        "spec": {"model": {"name": "llama-3.1-8b", "quantization": {"type": "fp8"}},
-                 "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
-                 "serving": {"mode": "disaggregated"},
-                 "scaling": {"constraints": {"prefill": {"minReplicas": 1, "maxReplicas": 4},
-                                             "decode": {"minReplicas": 1, "maxReplicas": 10}}},
-                 "scheduling": {"sloPolicy": {
-                     "objectives": [{"name": "ttft_p95", "target": "500ms"}, {"name": "itl_p95", "target": "50ms"}],
-                     "scaling": {"interval": "3s", "scaleDownCooldown": "15s", "burstHold": "0s"}}}}})
+    apply(namespace, fp8_on_h100("pd", {
+        "serving": {"mode": "disaggregated"},
+        "scaling": {"constraints": {"prefill": {"minReplicas": 1, "maxReplicas": 4},
+                                    "decode": {"minReplicas": 1, "maxReplicas": 10}}},
+        "scheduling": {"sloPolicy": {
+            "objectives": [{"name": "ttft_p95", "target": "500ms"}, {"name": "itl_p95", "target": "50ms"}],
+            "scaling": {"interval": "3s", "scaleDownCooldown": "15s", "burstHold": "0s"}}}}))
     wait_for(lambda: condition(get_json("llmd", "pd", "-n", namespace), "MetricsAvailable").get("status") == "True",
              120, "MetricsAvailable=True from the live Prometheus")
     before = pools(namespace, "pd")
@@ -255,13 +256,10 @@ def test_a_load_step_grows_the_decode_pool_of_a_disaggregated_deployment(disaggr
 
 
 def test_scrapes_too_sparse_for_the_interval_widen_the_window_and_say_so(sparse_loop, namespace):
-    apply(namespace, {
-        "apiVersion": "inference.llm-d.io/v1alpha1", "kind": "LLMDeployment", "metadata": {"name": "sparse"},
-        "spec": {"model": {"name": "llama-3.1-8b", "quantization": {"type": "fp8"}},
-                 "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
-                 "scheduling": {"sloPolicy": {
-                     "objectives": [{"name": "ttft_p95", "target": "500ms"}, {"name": "itl_p95", "target": "50ms"}],
-                     "scaling": {"minReplicas": 1, "maxReplicas": 4, "interval": "3s"}}}}})
+    apply(namespace, fp8_on_h100("sparse", {
+        "scheduling": {"sloPolicy": {
+            "objectives": [{"name": "ttft_p95", "target": "500ms"}, {"name": "itl_p95", "target": "50ms"}],
+            "scaling": {"minReplicas": 1, "maxReplicas": 4, "interval": "3s"}}}}))
     # a 3 s window holds at most one sample 5 s apart: rate() is empty there, so the loop reads a wider one
     message = wait_for(lambda: (lambda c: c.get("message") if c.get("status") == "True" else None)(
         condition(get_json("llmd", "sparse", "-n", namespace), "MetricsAvailable")), 120,
