@@ -9,6 +9,7 @@ import pytest
 from llmd_operator.api.inferencescheduler import InferenceScheduler
 from llmd_operator.api.llmdeployment import LLMDeployment
 from llmd_operator.controller.config import CONFIG
+from llmd_operator.planning.plan import plan_deployment
 from llmd_operator.slo import loop, observe
 from tests.conftest import seed_documents
 
@@ -57,12 +58,16 @@ def _seed_optimized() -> dict:
     return copy.deepcopy(next(d.body for d in seed_documents() if d.body["metadata"]["name"] == "llama-3.1-8b-optimized"))
 
 
-def test_the_seeds_scaled_to_zero_deployment_wakes_on_the_operator_default(monkeypatch):
+def _managed(body: dict, catalog) -> loop.Managed:
+    llmd = LLMDeployment.model_validate({"metadata": body["metadata"], "spec": body["spec"]})
+    return loop.Managed(body, llmd, None, plan_deployment(llmd, catalog))
+
+
+def test_the_seeds_scaled_to_zero_deployment_wakes_on_the_operator_default(monkeypatch, catalog):
     """The seed's inline policy names no demand query: the operator's --demand-query is asked, labels put in."""
     body = _seed_optimized()
     body["metadata"]["uid"] = "u1"
-    item = loop.Managed(body, LLMDeployment.model_validate({"metadata": body["metadata"], "spec": body["spec"]}),
-                        None, None)
+    item = _managed(body, catalog)
     prometheus = FakePrometheus(3.0)
     monkeypatch.setattr(CONFIG, "demand_query", 'sum(gateway_queue{namespace="$namespace", model="$deployment"})')
     _, demand = loop._queries_of_its_own(item, prometheus, observe.Snapshot(ok=True))
@@ -72,4 +77,15 @@ def test_the_seeds_scaled_to_zero_deployment_wakes_on_the_operator_default(monke
     monkeypatch.setattr(CONFIG, "demand_query", None)
     prometheus.asked.clear()
     assert loop._queries_of_its_own(item, prometheus, observe.Snapshot(ok=True)) == ({}, 0.0)
+    assert prometheus.asked == []
+
+
+def test_a_deployment_that_never_scales_to_zero_asks_for_no_demand(monkeypatch, catalog):
+    """The demand query only wakes a deployment from zero: one whose pools keep a replica never runs it."""
+    body = _seed_optimized()
+    body["metadata"]["uid"] = "u2"
+    body["spec"]["scheduling"]["sloPolicy"]["scaling"]["minReplicas"] = 1
+    prometheus = FakePrometheus(3.0)
+    monkeypatch.setattr(CONFIG, "demand_query", 'sum(gateway_queue{model="$deployment"})')
+    assert loop._queries_of_its_own(_managed(body, catalog), prometheus, observe.Snapshot(ok=True)) == ({}, 0.0)
     assert prometheus.asked == []

@@ -192,7 +192,9 @@ def _queries_of_its_own(item: Managed, prometheus, snapshot) -> tuple[dict[str, 
                 value = observe.scalar(prometheus, observe.substitute(objective.calculator, namespace, name))
                 if value is not None:
                     objective_values[objective.name] = value
-        query = demand_query(item.llmd, item.scheduler, CONFIG.demand_query)
+        # only a deployment that may scale to zero needs a demand signal: it wakes it from zero
+        may_sleep = all(p.min_replicas == 0 for p in item.plan.pools)
+        query = demand_query(item.llmd, item.scheduler, CONFIG.demand_query) if may_sleep else None
         if query:
             demand = observe.scalar(prometheus, observe.substitute(query, namespace, name)) or 0.0
     return objective_values, demand
