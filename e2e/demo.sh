@@ -96,7 +96,10 @@ view() {
   kubectl get pods -n "$NAMESPACE" -o custom-columns='POD:.metadata.name,ROLE:.metadata.labels.llm-d\.ai/role,CAPACITY:.metadata.labels.llm-d\.io/capacity-type,STATUS:.status.phase,NODE:.spec.nodeName' | head -30
   echo
   echo "SLO loop on support-slo: load $(cat "$LOAD_FILE" 2>/dev/null || echo "starting"), Prometheus http://127.0.0.1:$PROM_PORT"
-  kubectl get llmd support-slo -n "$NAMESPACE" -o jsonpath='{range .status.conditions[?(@.type=="MetricsAvailable")]}  {.type}={.status}: {.message}{"\n"}{end}{range .status.conditions[?(@.type=="BudgetLimited")]}  {.type}={.status}: {.message}{"\n"}{end}  SLO scores (observed / target - 1): {.status.sloScores}{"\n"}  last decision: {.status.lastDecision.time} {.status.lastDecision.fromReplicas}->{.status.lastDecision.toReplicas}: {.status.lastDecision.reason}{"\n"}' | cut -c1-200
+  kubectl get llmd support-slo -n "$NAMESPACE" -o jsonpath='{range .status.conditions[?(@.type=="MetricsAvailable")]}  {.type}={.status}: {.message}{"\n"}{end}{range .status.conditions[?(@.type=="BudgetLimited")]}  {.type}={.status}: {.message}{"\n"}{end}  SLO scores (observed / target - 1): {.status.sloScores}{"\n"}' | cut -c1-200
+  decision=$(kubectl get llmd support-slo -n "$NAMESPACE" -o jsonpath='{.status.lastDecision.time} {.status.lastDecision.fromReplicas}->{.status.lastDecision.toReplicas}: {.status.lastDecision.reason}')
+  [[ "$decision" == " ->: " ]] && decision="none yet: the pool keeps the size it started with"
+  echo "  last decision: $decision" | cut -c1-200
   echo
   echo "latest events from the operator:"
   kubectl get events -n "$NAMESPACE" --field-selector involvedObject.kind=LLMDeployment --sort-by=.lastTimestamp \
