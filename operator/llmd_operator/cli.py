@@ -53,9 +53,23 @@ def _load(files: tuple[str, ...]) -> tuple[list[tuple[Document, LLMDeployment | 
     return resources, problems
 
 
-def _plans(files, provider, convention, home_namespace):
+def _gpu_nodes(nodes_file: str | None, product_label: str) -> tuple[dict[str, str], ...] | None:
+    """Labels of the GPU nodes in a `kubectl get nodes -o yaml` file (a List, or Node documents)."""
+    if not nodes_file:
+        return None
+    found = []
+    for document in yaml.safe_load_all(Path(nodes_file).read_text()):
+        for node in (document or {}).get("items", [document]) if isinstance(document, dict) else []:
+            node_labels = (node.get("metadata") or {}).get("labels") or {}
+            if node.get("kind", "Node") == "Node" and product_label in node_labels:
+                found.append(node_labels)
+    return tuple(found)
+
+
+def _plans(files, provider, convention, home_namespace, nodes_file=None):
     resources, problems = _load(files)
     catalog = load_catalog()
+    gpu_nodes = _gpu_nodes(nodes_file, catalog.conventions["gpu_product_label"])
     schedulers = [r for _, r in resources if isinstance(r, InferenceScheduler)]
     results = []
     for document, resource in resources:
@@ -63,7 +77,7 @@ def _plans(files, provider, convention, home_namespace):
             continue
         scheduler = resolve_scheduler(resource, schedulers, home_namespace)
         options = PlanOptions(provider=provider, capacity_convention=convention,
-                              scheduler=scheduler.spec if scheduler else None)
+                              scheduler=scheduler.spec if scheduler else None, gpu_nodes=gpu_nodes)
         try:
             results.append((resource, plan_deployment(resource, catalog, options), scheduler))
         except PlanError as error:
@@ -84,6 +98,9 @@ common_options = [
                  help="How the cluster labels spot and on-demand nodes."),
     click.option("--home-namespace", default=DEFAULT_HOME_NAMESPACE, show_default=True,
                  help="Where shared InferenceSchedulers live."),
+    click.option("--nodes", "nodes_file", type=click.Path(exists=True, dir_okay=False), default=None,
+                 help="The cluster's nodes (`kubectl get nodes -o yaml`): choose the GPU product among those "
+                      "their GPU nodes offer, as the operator does. Default: any product."),
 ]
 
 
@@ -96,9 +113,9 @@ def with_common_options(function):
 @cli.command()
 @with_common_options
 @click.option("-o", "--output", type=click.Choice(["table", "yaml", "json"]), default="table", show_default=True)
-def plan(files, provider, capacity_convention, home_namespace, output) -> None:
+def plan(files, provider, capacity_convention, home_namespace, nodes_file, output) -> None:
     """Memory, GPUs, vLLM arguments and $/hour of each LLMDeployment in FILES; no cluster needed."""
-    results, problems, _ = _plans(files, provider, capacity_convention, home_namespace)
+    results, problems, _ = _plans(files, provider, capacity_convention, home_namespace, nodes_file)
     plans = [p.to_dict() for _, p, _ in results]
     if output == "json":
         click.echo(json.dumps(plans, indent=2))
@@ -129,12 +146,12 @@ def _table(results) -> str:
 @cli.command()
 @with_common_options
 @click.option("-o", "--output", type=click.Choice(["yaml", "json"]), default="yaml", show_default=True)
-def render(files, provider, capacity_convention, home_namespace, output) -> None:
+def render(files, provider, capacity_convention, home_namespace, nodes_file, output) -> None:
     """The objects the operator would create for each LLMDeployment in FILES, like `helm template`.
 
     Owner references are added at apply time, when the LLMDeployment's uid is known.
     """
-    results, problems, catalog = _plans(files, provider, capacity_convention, home_namespace)
+    results, problems, catalog = _plans(files, provider, capacity_convention, home_namespace, nodes_file)
     objects = []
     for llmd, deployment_plan, scheduler in results:
         drain = _drain_timeout(scheduler)

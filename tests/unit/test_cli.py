@@ -9,7 +9,7 @@ import sys
 import pytest
 import yaml
 
-from tests.conftest import SEED
+from tests.conftest import ROOT, SEED
 
 CLI = [sys.executable, "-m", "llmd_operator.cli"]
 
@@ -32,6 +32,25 @@ def test_plan_json_on_the_seed_has_the_keys_scripts_rely_on():
                     "engine_args"} <= set(pool)
     disaggregated = next(p for p in plans if p["name"] == "llama-3.1-8b-disaggregated")
     assert [p["role"] for p in disaggregated["pools"]] == ["prefill", "decode"]
+
+
+def test_plan_chooses_among_the_products_the_given_nodes_offer(tmp_path):
+    """Offline, any product; with the cluster's nodes (`kubectl get nodes -o yaml`), as the operator chooses."""
+    fleet = [d for d in yaml.safe_load_all((ROOT / "e2e" / "fleet.yaml").read_text()) if d]
+    nodes = tmp_path / "nodes.yaml"
+    nodes.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": fleet}))
+
+    def product(*extra):
+        result = run("plan", "-f", str(SEED), "-o", "json", *extra)
+        assert result.returncode == 0, result.stderr
+        chosen = next(p for p in json.loads(result.stdout) if p["name"] == "llama-3.1-8b-optimized")
+        return chosen["pools"][0]["gpu_product"], chosen["notes"]
+
+    # its nodeSelector (cost-tier: spot, gpu-efficiency: high) names no product: offline, the cheapest per token
+    assert product()[0] == "NVIDIA-H100-80GB-HBM3"
+    on_fleet, notes = product("--nodes", str(nodes))
+    assert on_fleet == "Tesla-V100-SXM2-32GB"  # the only nodes of e2e/fleet.yaml that match it
+    assert any("cost-tier=spot, gpu-efficiency=high" in n for n in notes)
 
 
 def test_render_yaml_on_the_seed(tmp_path):
