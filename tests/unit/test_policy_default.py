@@ -395,3 +395,17 @@ def test_a_window_where_no_request_finished_keeps_the_last_lengths_seen():
     later, st = decide("default", unfinished(60.0), SPEC, PROFILE, st)
     assert not later.held_for_missing_metrics
     assert dict(later.predicted)["mean_input_tokens"] == pytest.approx(1000.0)
+
+
+@pytest.mark.parametrize("prompt_tokens", [20000, 30000, 60000])
+def test_prompts_one_replica_cannot_serve_in_time_do_not_break_the_decision(prompt_tokens):
+    """An interval of very long prompts after ordinary ones: their prefill alone outlasts the 0.5 s TTFT
+    target, so no number of replicas meets it for them; the policy still decides, within its bounds
+    (20k and 30k tokens: the forecast, a blend with the earlier prompts, is still servable)."""
+    rate, st, n = 2 * per_replica(), PolicyState(), 3
+    for t in range(0, 300, 30):
+        d, st = decide("default", mono(float(t), rate, n), SPEC, PROFILE, st)
+        n = d.pools[0].target
+    long = replace(mono(300.0, rate, n, ttft=3.0), mean_input_tokens=float(prompt_tokens))
+    d, _ = decide("default", long, SPEC, PROFILE, st)
+    assert n <= d.pools[0].target <= SPEC.constraints.default_max_replicas

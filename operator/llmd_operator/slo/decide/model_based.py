@@ -275,7 +275,10 @@ def decide(obs: FleetObservation, spec: PolicySpec, profile: CapacityProfile | N
         if decode_full and p.role == "prefill":
             over = 0.0        # the TTFT over target is the wait for decode admission, not prefill
         if over > 1.0:
-            need = max(need, now_need * min(tn.overload_boost_max, over), p.ready + 1)
+            # the boost scales what the load seen now needs; where one replica cannot serve that load
+            # at all (prompts whose prefill alone outlasts the TTFT target), more replicas do not help
+            boost = now_need * min(tn.overload_boost_max, over) if math.isfinite(now_need) else need
+            need = max(need, boost, p.ready + 1)
         if decode_full and p.role == "decode":
             # requests wait for room in full KV caches: TTFT grows while ITL looks fine
             need = max(need, p.ready + 1)
