@@ -16,8 +16,8 @@ from ..api.llmdeployment import LLMDeployment
 from ..controller import kube, metrics, reconcile, status
 from ..controller.config import CONFIG, SCALER_FIELD_MANAGER
 from ..planning.plan import DeploymentPlan, PlanError, PlanOptions, may_be_loop_owned, plan_deployment
-from ..planning.throughput import profile_format
 from ..planning.scheduler_ref import resolve_scheduler
+from ..planning.throughput import profile_format
 from ..render import labels
 from . import observe, policy_inputs
 from .decide import PolicyState, decide, policy_name
