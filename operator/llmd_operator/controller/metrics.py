@@ -32,25 +32,28 @@ class CostTotal:
         self._state: dict[tuple[str, str], list[float]] = {}  # (namespace, deployment) -> [dollars, $/h, t]
         registry.register(self)
 
+    @staticmethod
+    def _spent(entry: list[float], now: float) -> float:
+        dollars, rate, since = entry
+        return dollars + rate * (now - since) / 3600
+
     def set_rate(self, namespace: str, deployment: str, dollars_per_hour: float, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
         with self._lock:
-            dollars, rate, since = self._state.get((namespace, deployment), [0.0, 0.0, now])
-            self._state[(namespace, deployment)] = [dollars + rate * (now - since) / 3600, dollars_per_hour, now]
+            entry = self._state.get((namespace, deployment), [0.0, 0.0, now])
+            self._state[(namespace, deployment)] = [self._spent(entry, now), dollars_per_hour, now]
 
     def stop(self, namespace: str, deployment: str, now: float | None = None) -> None:
         """Keep the dollars counted so far and add no more until the next set_rate (the price is unknown)."""
         now = time.monotonic() if now is None else now
         with self._lock:
             if (namespace, deployment) in self._state:
-                dollars, rate, since = self._state[(namespace, deployment)]
-                self._state[(namespace, deployment)] = [dollars + rate * (now - since) / 3600, 0.0, now]
+                self._state[(namespace, deployment)] = [self._spent(self._state[(namespace, deployment)], now), 0.0, now]
 
     def value(self, namespace: str, deployment: str, now: float | None = None) -> float:
         now = time.monotonic() if now is None else now
         with self._lock:
-            dollars, rate, since = self._state.get((namespace, deployment), [0.0, 0.0, now])
-        return dollars + rate * (now - since) / 3600
+            return self._spent(self._state.get((namespace, deployment), [0.0, 0.0, now]), now)
 
     def forget(self, namespace: str, deployment: str) -> None:
         with self._lock:
@@ -65,7 +68,7 @@ class CostTotal:
                                      labels=["namespace", "deployment"])
         now = time.monotonic()
         with self._lock:  # one consistent reading: a deployment forgotten meanwhile is not read as $0
-            spent = {key: dollars + rate * (now - since) / 3600 for key, (dollars, rate, since) in self._state.items()}
+            spent = {key: self._spent(entry, now) for key, entry in self._state.items()}
         for (namespace, deployment), dollars in spent.items():
             family.add_metric([namespace, deployment], dollars)
         yield family
