@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 
 from ..api.core import Resources, Toleration
+from ..api.inferencescheduler import InferenceSchedulerSpec
 from ..catalog import Catalog, GpuProduct
 
 DEFAULT_MAX_SPOT_RATIO = 0.8  # the llm-d cost guide's spotInstancePolicy default ("up to 80% spot")
@@ -63,6 +64,12 @@ class SpotSplit:
         """(spot, on-demand) replicas: spot never above max_spot_ratio of the total."""
         spot = math.floor(replicas * self.max_spot_ratio + 1e-9)
         return spot, replicas - spot
+
+
+def scheduler_spot_policy(scheduler: InferenceSchedulerSpec | None):
+    """The scheduler's spotInstancePolicy, when its cost optimization is on; else None."""
+    cost = scheduler.cost_optimization if scheduler else None
+    return cost.spot_instance_policy if cost and cost.enabled else None
 
 
 def spot_split(

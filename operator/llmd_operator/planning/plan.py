@@ -16,7 +16,8 @@ from ..api.units import parse_quantity
 from ..catalog import Catalog, CatalogError, GpuProduct, ModelArchitecture, WeightScheme
 from ..catalog.loader import DATA
 from . import memory, throughput
-from .placement import SpotSplit, allowed_gpus, integer_bounds, offered_products, spot_split
+from .placement import SpotSplit, allowed_gpus, integer_bounds, offered_products, scheduler_spot_policy, spot_split
+from .scheduler_ref import slo_policy_in_force
 
 ENGINE = yaml.safe_load((DATA / "engine.yaml").read_text())
 TENSOR_PARALLEL_SIZES = (1, 2, 4, 8)
@@ -266,7 +267,7 @@ def plan_deployment(
     products, constraint = allowed_gpus(catalog, requests[0].node_selector)
     if not products:
         raise PlanError(f"nodeSelector {constraint} names no GPU product in the catalog ({', '.join(catalog.gpus)})")
-    splits = [spot_split(catalog, r.resources, r.node_selector, r.tolerations, _scheduler_spot(options)) for r in requests]
+    splits = [spot_split(catalog, r.resources, r.node_selector, r.tolerations, scheduler_spot_policy(options.scheduler)) for r in requests]
     offered = offered_products(catalog, options.capacity_convention, options.gpu_nodes,
                                [(r.node_selector, split) for r, split in zip(requests, splits)])
     on_nodes = [p for p in products if p.product in offered]
@@ -285,7 +286,7 @@ def plan_deployment(
     sizes = [fixed_tp] if fixed_tp else [tp for tp in TENSOR_PARALLEL_SIZES if model.attention_heads % tp == 0]
     needed = max(_kv_tokens_needed(r) for r in requests)
     element_bytes = catalog.kv_cache_bytes[kv_dtype]
-    workload = throughput.planning_workload(_objectives(llmd, options))
+    workload = throughput.planning_workload(slo_policy_in_force(llmd, options.scheduler)[0])
     spot_ratio = splits[0].max_spot_ratio
     chunk_tokens = ENGINE["max_num_batched_tokens"][requests[0].role]
 
@@ -341,8 +342,9 @@ def plan_deployment(
     if price and price.spot_estimated:
         notes.append(f"spot price for {gpu.product} is an estimate ({price.spot}/GPU-h = on-demand x spot_estimate_ratio)")
     pools = [
-        _plan_pool(llmd, r, model, gpu, tp, scheme, kv_dtype, element_bytes, utilization, checkpoint, price, catalog, options, notes)
-        for r in requests
+        _plan_pool(llmd, r, split, model, gpu, tp, scheme, kv_dtype, element_bytes, utilization, checkpoint, price,
+                   catalog, options, notes)
+        for r, split in zip(requests, splits)
     ]
     return DeploymentPlan(
         name=name, namespace=namespace, model=model, mode=requests[0].role if requests[0].role == "monolithic" else "disaggregated",
@@ -356,23 +358,8 @@ def plan_deployment(
     )
 
 
-def _objectives(llmd: LLMDeployment, options: PlanOptions) -> list:
-    """The SLO objectives in force: the inline sloPolicy's, else the scheduler's."""
-    inline = llmd.spec.scheduling.slo_policy if llmd.spec.scheduling else None
-    if inline is not None:
-        return inline.objectives
-    if options.scheduler is not None and options.scheduler.slo_policy is not None:
-        return options.scheduler.slo_policy.objectives
-    return []
-
-
 def _labels(selector: dict[str, str]) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(selector.items()))
-
-
-def _scheduler_spot(options: PlanOptions):
-    cost = options.scheduler.cost_optimization if options.scheduler else None
-    return cost.spot_instance_policy if cost and cost.enabled else None
 
 
 def _cost_per_token(model, gpu, scheme, tp, price, spot_ratio, workload, chunk_tokens) -> tuple[float, float]:
@@ -531,10 +518,9 @@ def _loop_bounds(llmd: LLMDeployment, role: str, static: int) -> tuple[int, int]
     return low, high
 
 
-def _plan_pool(llmd, request, model, gpu, tp, scheme, kv_dtype, element_bytes, utilization, checkpoint, price,
+def _plan_pool(llmd, request, split, model, gpu, tp, scheme, kv_dtype, element_bytes, utilization, checkpoint, price,
                catalog, options, notes) -> PoolPlan:
     owner, replicas, low, high, scaling = _replica_bounds(llmd, request, options)
-    split = spot_split(catalog, request.resources, request.node_selector, request.tolerations, _scheduler_spot(options))
     spot, on_demand = split.split(replicas)
     if owner == "hpa" and 0 < high and low == 0:
         notes.append(f"{request.role}: an HPA keeps at least 1 replica; scale to zero needs scaling.mode scheduler_managed")

@@ -7,8 +7,9 @@ from dataclasses import replace
 from ..api.inferencescheduler import InferenceScheduler
 from ..api.llmdeployment import LLMDeployment
 from ..api.units import parse_duration, parse_target
-from ..planning.placement import node_matches
+from ..planning.placement import node_matches, scheduler_spot_policy
 from ..planning.plan import ENGINE, DeploymentPlan
+from ..planning.scheduler_ref import slo_policy_in_force
 from ..render import labels
 from .decide import (Constraints, FleetObservation, Objective, PolicySpec, PoolObservation, Prices,
                      ScaleCondition, SLOTargets, ThresholdRules, Tuning)
@@ -26,14 +27,7 @@ OBJECTIVE_METRICS = {"ttft_p95": "ttft_p95", "itl_p95": "itl_p95", "request_late
 
 def slo_policy(llmd: LLMDeployment, scheduler: InferenceScheduler | None):
     """(objectives, scaling block, algorithm) in force: inline sloPolicy first, else the scheduler's."""
-    inline = llmd.spec.scheduling.slo_policy if llmd.spec.scheduling else None
-    if inline is not None:
-        algorithm = inline.scaling.algorithm if inline.scaling else None
-        return inline.objectives, inline.scaling, algorithm or "default"
-    policy = scheduler.spec.slo_policy if scheduler else None
-    if policy is None:
-        return [], None, "default"
-    return policy.objectives, policy.scaling, policy.scaling.algorithm if policy.scaling else "default"
+    return slo_policy_in_force(llmd, scheduler.spec if scheduler else None)
 
 
 def policy_spec(llmd: LLMDeployment, scheduler: InferenceScheduler | None, plan: DeploymentPlan,
@@ -227,8 +221,7 @@ def spot_in_force(usable_now: bool, why: str, fallback: dict, now_s: float,
 
 def fallback_strategy(scheduler: InferenceScheduler | None) -> str:
     """The scheduler's spotInstancePolicy.fallbackStrategy; its default (graceful_migration) without one."""
-    cost = scheduler.spec.cost_optimization if scheduler else None
-    policy = cost.spot_instance_policy if cost and cost.enabled else None
+    policy = scheduler_spot_policy(scheduler.spec if scheduler else None)
     return policy.fallback_strategy if policy else "graceful_migration"
 
 
