@@ -34,10 +34,10 @@ TTFT_S, ITL_S = 0.5, 0.05
 
 def planner_figure(catalog, gpu: str) -> float:
     """The planner's $/M output tokens for this GPU (on-demand), as its GPU-choice note gives it."""
-    workload = throughput.planning_workload()
-    profile = throughput.replica_profile(catalog.model(MODEL), gpu, catalog.schemes["bf16"], 1)
-    rate = throughput.requests_per_second(profile, workload, ENGINE["max_num_batched_tokens"]["monolithic"])
-    return throughput.dollars_per_million_tokens(catalog.price(gpu).on_demand, rate, workload.output_tokens)
+    per_token, _ = throughput.cost_per_token(catalog.model(MODEL), gpu, catalog.schemes["bf16"], 1, catalog.price(gpu),
+                                             0.0, throughput.planning_workload(),
+                                             ENGINE["max_num_batched_tokens"]["monolithic"])
+    return per_token
 
 
 def plot(rows: list[dict], path: Path) -> None:

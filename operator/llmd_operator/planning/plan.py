@@ -305,7 +305,8 @@ def plan_deployment(
             layout = memory.fit(model, scheme, element_bytes, gpu, tp, utilization, catalog)
             if layout.kv_capacity_tokens >= needed:
                 cost = (price.on_demand if price else math.inf) * tp
-                per_token, rate = _cost_per_token(model, gpu, scheme, tp, price, spot_ratio, workload, chunk_tokens)
+                per_token, rate = throughput.cost_per_token(model, gpu.product, scheme, tp, price, spot_ratio,
+                                                           workload, chunk_tokens)
                 candidates.append((per_token, cost, tp, gpu.memory_bytes, gpu, scheme, layout, price, rate))
                 break
             misses.append(layout)
@@ -360,17 +361,6 @@ def plan_deployment(
 
 def _labels(selector: dict[str, str]) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(selector.items()))
-
-
-def _cost_per_token(model, gpu, scheme, tp, price, spot_ratio, workload, chunk_tokens) -> tuple[float, float]:
-    """(USD per million output tokens, requests/s per replica) at the SLO, paying the spot share at the
-    spot price; (inf, 0) when the product has no price or no capacity profile."""
-    profile = throughput.replica_profile(model, gpu.product, scheme, tp)
-    if profile is None or price is None:
-        return math.inf, 0.0
-    rate = throughput.requests_per_second(profile, workload, chunk_tokens)
-    hourly = tp * (spot_ratio * price.spot + (1 - spot_ratio) * price.on_demand)
-    return throughput.dollars_per_million_tokens(hourly, rate, workload.output_tokens), rate
 
 
 def _gpu_choice_note(candidates, workload, spot_ratio) -> str:

@@ -14,7 +14,7 @@ from functools import lru_cache
 import yaml
 
 from ..api.units import parse_target
-from ..catalog import ModelArchitecture, WeightScheme
+from ..catalog import ModelArchitecture, Price, WeightScheme
 from ..catalog.loader import DATA
 from ..slo.profiles import CapacityProfile, ProfileError, default_profile
 
@@ -88,3 +88,15 @@ def dollars_per_million_tokens(dollars_per_replica_hour: float, requests_per_s: 
     if requests_per_s <= 0 or not math.isfinite(dollars_per_replica_hour):
         return math.inf
     return dollars_per_replica_hour / (requests_per_s * output_tokens * 3600.0) * 1e6
+
+
+def cost_per_token(model: ModelArchitecture, gpu_product: str, scheme: WeightScheme, tensor_parallel_size: int,
+                   price: Price | None, spot_ratio: float, workload: Workload, chunk_tokens: int) -> tuple[float, float]:
+    """(USD per million output tokens, requests/s per replica) at the SLO, paying the spot share at the
+    spot price; (inf, 0) when the product has no price or no capacity profile."""
+    profile = replica_profile(model, gpu_product, scheme, tensor_parallel_size)
+    if profile is None or price is None:
+        return math.inf, 0.0
+    rate = requests_per_second(profile, workload, chunk_tokens)
+    hourly = tensor_parallel_size * (spot_ratio * price.spot + (1 - spot_ratio) * price.on_demand)
+    return dollars_per_million_tokens(hourly, rate, workload.output_tokens), rate
