@@ -135,3 +135,21 @@ def test_the_simulator_reads_latency_quantiles_as_the_loops_queries_do(tmp_path)
               for q in (50, 95)]
     result = evaluate(tmp_path, series, checks)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_prompt_p95_the_loop_reads_is_the_simulators(tmp_path):
+    """The TTFT floor (model_based.ttft_floor_s) starts from the p95 prompt in vLLM's prompt-token
+    histogram; the simulator must read it as the loop's query does."""
+    from llmd_operator.sim.fleet import LATENCY_BUCKETS, histogram_quantile
+
+    prompts = [40, 300, 800, 950, 1200, 1500, 1900, 2100, 2600, 3900, 4100, 4100, 7000, 120, 600, 640, 1000, 1800,
+               2400, 9000]
+    bounds = LATENCY_BUCKETS["tokens"]
+    series = histogram_series("vllm:request_prompt_tokens", f"{POD}, {OURS}", prompts, bounds)
+    chat = '{namespace="team", llm_d_deployment="chat"}'
+    expected = histogram_quantile(0.95, prompts, bounds)
+    assert 5000 < expected < 10000      # interpolated inside the 5k-10k bucket, as Prometheus does
+    checks = [{"expr": observe.queries("2m")["prompt_tokens_p95"][0], "eval_time": "4m",
+               "exp_samples": [{"labels": chat, "value": expected}]}]
+    result = evaluate(tmp_path, series, checks)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -409,3 +409,62 @@ def test_prompts_one_replica_cannot_serve_in_time_do_not_break_the_decision(prom
     long = replace(mono(300.0, rate, n, ttft=3.0), mean_input_tokens=float(prompt_tokens))
     d, _ = decide("default", long, SPEC, PROFILE, st)
     assert n <= d.pools[0].target <= SPEC.constraints.default_max_replicas
+
+
+V100 = default_profile("llama-3.1-8b", "Tesla-V100-SXM2-32GB", "bf16")
+
+
+def v100(t, rate, n, ttft, prompt_p95):
+    """A V100 fleet whose prompts reach 4k tokens: the p95 prompt alone takes ~0.85 s to prefill."""
+    p = PoolObservation(role="monolithic", replicas_on_demand=n, ready_on_demand=n, queue_depth=0.0,
+                        running=rate * 3, kv_usage=0.2, gpu_util=0.6)
+    return FleetObservation(time_s=t, pools=(p,), request_rate=rate, mean_input_tokens=1100.0,
+                            mean_output_tokens=250.0, prompt_tokens_p95=prompt_p95, ttft_p50_s=0.25,
+                            ttft_p95_s=ttft, itl_p50_s=0.02, itl_p95_s=0.04)
+
+
+def run_v100(ttft, prompt_p95, ticks=30):
+    st, n = PolicyState(), 4
+    for t in range(0, 30 * ticks, 30):
+        d, st = decide("default", v100(float(t), 3.0, n, ttft, prompt_p95), SPEC, V100, st)
+        n = d.pools[0].target
+    return n, d
+
+
+def test_a_ttft_p95_held_over_target_by_the_prompts_own_prefill_adds_no_replicas():
+    """TTFT p95 0.9 s against a 0.5 s target, at the p95 prompt's prefill time alone: more replicas
+    would not lower it. The loop used to add one every interval, up to maxReplicas."""
+    from llmd_operator.slo.decide.model_based import ttft_floor_s
+
+    obs = v100(0.0, 3.0, 4, 0.9, 4000.0)
+    assert 0.75 < ttft_floor_s(obs, "monolithic", V100, SPEC.tuning) <= 1.0   # the 0.9 s reading's bucket
+    held, _ = run_v100(ttft=0.9, prompt_p95=4000.0)
+    within_target, _ = run_v100(ttft=0.3, prompt_p95=4000.0)
+    assert held == within_target            # sized for the load, as if TTFT met its target
+    chased, _ = run_v100(ttft=0.9, prompt_p95=None)           # no prompt histogram: no floor known
+    assert chased >= 15
+
+
+def test_a_ttft_p95_beyond_its_floor_still_grows_the_pool_and_says_why():
+    d, _ = decide("default", v100(0.0, 3.0, 4, 3.0, 4000.0), SPEC, V100, PolicyState())
+    r = d.pools[0]
+    assert r.target > 4 and r.action == "scale_up"
+    assert "TTFT p95 3000 ms > 500 ms target (its floor: the p95 prompt, 4.0k tokens, takes" in r.reason
+    assert "ms to prefill alone on any replica)" in r.reason
+
+
+def test_mean_prompts_too_long_for_the_ttft_target_size_the_pool_for_itl_not_maxreplicas():
+    """2,000-token prompts on a V100: one idle replica's prefill alone is most of the 0.5 s TTFT target,
+    so the model meets it at no rate. The pool used to go to maxReplicas (50 here) for it."""
+    slo_without_ttft = replace(SPEC.slo, ttft_p95_s=float("inf"))
+    assert capacity.replicas_for_load(V100, "monolithic", 2.0, 2000.0, 250.0, SPEC.slo, SPEC.tuning) == \
+        {"monolithic": float("inf")}
+    for_itl = capacity.replicas_for_load(V100, "monolithic", 2.0, 2000.0, 250.0, slo_without_ttft, SPEC.tuning)
+    assert 2 < for_itl["monolithic"] < 3
+    d, _ = decide("default", replace(v100(0.0, 2.0, 1, 0.9, 4000.0), mean_input_tokens=2000.0), SPEC, V100,
+                  PolicyState())
+    r = d.pools[0]
+    assert r.target == 4      # the forecast's headroom on 2.8 replicas' worth
+    assert r.reason.startswith("monolithic 1->4: ")
+    assert r.reason.endswith("sized for ITL and throughput: TTFT 0.5 s is out of reach for the predicted "
+                             "2000-token mean prompt")

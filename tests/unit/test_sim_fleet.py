@@ -338,3 +338,16 @@ def test_the_policy_learns_a_requests_lengths_when_it_finishes_as_the_loop_does(
     rec = Recorder({"monolithic": 1})
     simulate_fleet(long_answer, PROFILE, SimConfig(lengths_at=lengths_at), rec)
     assert [o.mean_input_tokens for o in rec.seen[:3]] == seen
+
+
+@pytest.mark.parametrize("reading, expected", [
+    ("histogram", 2000 + 3000 * (0.95 * 20 - 10) / 10),   # Prometheus's interpolation in vLLM's (2k, 5k] bucket
+    ("exact", 4000.0),
+])
+def test_the_policy_reads_the_p95_prompt_as_the_loop_does(reading, expected):
+    """The p95 prompt bounds the TTFT any fleet can give (model_based.ttft_floor_s): by default read
+    from vLLM's prompt-token histogram, as the loop's query does."""
+    prompts = Trace("t", "test", tuple(Request(i + 0.5, 1000 if i % 2 else 4000, 5) for i in range(20)))
+    rec = Recorder({"monolithic": 2})
+    simulate_fleet(prompts, PROFILE, SimConfig(latency_quantiles=reading), rec)
+    assert rec.seen[0].prompt_tokens_p95 == pytest.approx(expected)

@@ -189,8 +189,10 @@ def test_metrics_the_loop_cannot_use_say_what_to_fix(catalog, said, words):
 
 
 def test_current_metrics_are_used(catalog):
-    seen = _running_chat(catalog, {"last_sample_s": 995.0, "request_rate": 2.0}, now=1000.0)
+    seen = _running_chat(catalog, {"last_sample_s": 995.0, "request_rate": 2.0, "prompt_tokens_p95": 4100.0},
+                         now=1000.0)
     assert seen.metrics_fresh and metrics_problem(seen) == "" and seen.request_rate == 2.0
+    assert seen.prompt_tokens_p95 == 4100.0     # the policy's TTFT floor starts from it
 
 
 SPOT_H100 = [{"key": "nvidia.com/gpu.product", "operator": "In", "values": ["H100"]},

@@ -144,6 +144,8 @@ class Fleet:
         self.w_done = 0         # requests finished in the window, and their prompt and answer tokens
         self.w_done_in = 0
         self.w_done_out = 0
+        self.w_prompts_done: list[int] = []      # prompt lengths, for the p95 the loop reads
+        self.w_prompts_arrived: list[int] = []
         self.pending_retry: list[SimRequest] = []
         self.desired: dict[str, tuple[int, int]] = {}      # role -> (on-demand, spot)
 
@@ -304,6 +306,7 @@ class Fleet:
         self.w_done += 1
         self.w_done_in += req.input
         self.w_done_out += req.output
+        self.w_prompts_done.append(req.input)
         if now > self.res.end_s:
             self.res.end_s = now
 
@@ -358,13 +361,15 @@ class Fleet:
                 gpu_util=(busy / (interval * len(ready))) if ready else 0.0,
                 tokens_per_s=None))
         self.w_past.append((self.w_ttft, self.w_itl, self.w_arrivals, self.w_in, self.w_out, self.w_gen,
-                            self.w_done, self.w_done_in, self.w_done_out))
+                            self.w_done, self.w_done_in, self.w_done_out, self.w_prompts_done,
+                            self.w_prompts_arrived))
         span = interval * len(self.w_past)
         ttfts = [x for w in self.w_past for x in w[0]]
         itls = [x for w in self.w_past for x in w[1]]
         n, generated = (sum(w[k] for w in self.w_past) for k in (2, 5))
         lengths = (6, 7, 8) if self.cfg.lengths_at == "completion" else (2, 3, 4)
         counted, tokens_in, tokens_out = (sum(w[k] for w in self.w_past) for k in lengths)
+        prompts = [x for w in self.w_past for x in w[9 if self.cfg.lengths_at == "completion" else 10]]
         if counted:
             mean_in, mean_out = tokens_in / counted, tokens_out / counted
         elif self.cfg.lengths_at == "completion":
@@ -374,6 +379,7 @@ class Fleet:
         obs = FleetObservation(
             time_s=now, pools=tuple(pools), request_rate=n / span,
             mean_input_tokens=mean_in, mean_output_tokens=mean_out,
+            prompt_tokens_p95=self._quantile(0.95, prompts, "tokens"),
             ttft_p50_s=self._quantile(0.5, ttfts, "ttft_seconds"), ttft_p95_s=self._quantile(0.95, ttfts, "ttft_seconds"),
             itl_p50_s=self._quantile(0.5, itls, "itl_seconds"), itl_p95_s=self._quantile(0.95, itls, "itl_seconds"),
             tokens_per_s=generated / span,
@@ -383,6 +389,7 @@ class Fleet:
         self.w_ttft, self.w_itl = [], []
         self.w_arrivals = self.w_in = self.w_out = self.w_gen = 0
         self.w_done = self.w_done_in = self.w_done_out = 0
+        self.w_prompts_done, self.w_prompts_arrived = [], []
         return obs
 
 
@@ -459,6 +466,7 @@ def simulate_fleet(trace: Trace, profile: CapacityProfile, cfg: SimConfig, polic
         i += 1
         fleet.w_arrivals += 1
         fleet.w_in += req.input
+        fleet.w_prompts_arrived.append(req.input)
         fleet.w_out += req.output
         if req.input + req.output > cfg.max_model_len:
             req.rejected = True

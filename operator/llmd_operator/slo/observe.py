@@ -58,6 +58,7 @@ def queries(window: str) -> dict[str, tuple[str, tuple[str, ...]]]:
         "request_rate": (arrival_rate(window), by_dep),
         "mean_input_tokens": (mean("prompt_tokens_hist"), by_dep),
         "mean_output_tokens": (mean("generation_tokens_hist"), by_dep),
+        "prompt_tokens_p95": (quantile(0.95, "prompt_tokens_hist"), by_dep),
         "ttft_p50_s": (quantile(0.5, "ttft_seconds"), by_dep),
         "ttft_p95_s": (quantile(0.95, "ttft_seconds"), by_dep),
         "itl_p50_s": (quantile(0.5, "itl_seconds"), by_dep),

@@ -133,6 +133,7 @@ def observation(snapshot: Snapshot, namespace: str, name: str, plan: DeploymentP
     return FleetObservation(
         time_s=now_s, pools=tuple(pools), request_rate=dep.get("request_rate"),
         mean_input_tokens=dep.get("mean_input_tokens"), mean_output_tokens=dep.get("mean_output_tokens"),
+        prompt_tokens_p95=dep.get("prompt_tokens_p95"),
         ttft_p50_s=dep.get("ttft_p50_s"), ttft_p95_s=dep.get("ttft_p95_s"), itl_p50_s=dep.get("itl_p50_s"),
         itl_p95_s=dep.get("itl_p95_s"), tokens_per_s=dep.get("tokens_per_s"), demand_signal=demand,
         metrics_fresh=bool(fresh), metrics_note=note, objective_values=tuple(sorted(objective_values.items())),

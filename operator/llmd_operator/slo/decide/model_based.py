@@ -12,7 +12,9 @@ Every tick:
    few steps in the batch, so it holds far less context than the mean prompt suggests);
 4. turn the predicted load into replicas per pool with the profile (capacity.replicas_for_load); a
    decode pool whose KV caches are full with requests waiting grows by one, and the TTFT that wait
-   adds is not read as the prefill pool's;
+   adds is not read as the prefill pool's; a TTFT p95 that the p95 prompt's own prefill holds over
+   target adds no replicas, and a mean prompt no replica prefills in time sizes the pool for ITL and
+   throughput instead of maxReplicas;
 5. scale up at once; scale down only when N-1 replicas would still run below `scale_down_margin` of
    their SLO capacity at the load seen now AND the prediction allows it, at most `max_scale_down_step`
    of the pool per decision, not within the cooldown;
@@ -252,9 +254,9 @@ def decide(obs: FleetObservation, spec: PolicySpec, profile: CapacityProfile | N
         k = corr.get(p.role, 1.0)
         scale = scales.get(p.role, 1.0)
         pool_in = prefill_in if p.role == "prefill" else mean_in
-        need = capacity.replicas_for_load(profile, mode, rate, pool_in, mean_out, slo, tn, k, scale)[p.role]
-        now_need = capacity.replicas_for_load(profile, mode, obs.request_rate, obs.mean_input_tokens,
-                                              obs.mean_output_tokens, slo, tn, k, scale)[p.role]
+        need, ttft_dropped = _replicas_needed(profile, mode, p.role, rate, pool_in, mean_out, slo, tn, k, scale)
+        now_need, _ = _replicas_needed(profile, mode, p.role, obs.request_rate, obs.mean_input_tokens,
+                                       obs.mean_output_tokens, slo, tn, k, scale)
         if tn.predict_work and math.isfinite(now_need):
             # the work itself (replicas the load seen now needs) also gets the trend treatment: it
             # moves with prompt/output lengths as well as with the request rate
@@ -270,8 +272,10 @@ def decide(obs: FleetObservation, spec: PolicySpec, profile: CapacityProfile | N
             reasons[p.role] = (f"one replica cannot meet TTFT {slo.ttft_p95_s:g} s / ITL "
                                f"{slo.itl_p95_s * 1000:g} ms at {pool_in:.0f}/{mean_out:.0f} tokens; at max")
             continue
-        # SLO already violated: the model is optimistic right now; add what the overshoot says
-        over = _overshoot(obs, p.role, slo)
+        # SLO already violated: the model is optimistic right now; add what the overshoot says. A TTFT
+        # p95 the prompts' own prefill time holds over target is no sign of missing capacity
+        floor = ttft_floor_s(obs, p.role, profile, tn)
+        over = _overshoot(obs, p.role, slo, floor)
         if decode_full and p.role == "prefill":
             over = 0.0        # the TTFT over target is the wait for decode admission, not prefill
         if over > 1.0:
@@ -308,7 +312,7 @@ def decide(obs: FleetObservation, spec: PolicySpec, profile: CapacityProfile | N
             want = stable_want
         tokens = rate * (pool_in if p.role == "prefill" else mean_out)
         kind = "prompt" if p.role == "prefill" else "output"
-        latency = _latency_words(obs, p.role, spec.slo)
+        latency = _latency_words(obs, p.role, spec.slo, floor)
         if want > cur:
             targets[p.role] = want
             actions[p.role] = "scale_up"
@@ -317,7 +321,9 @@ def decide(obs: FleetObservation, spec: PolicySpec, profile: CapacityProfile | N
                                + (f"; on/off load: ready for the busiest burst of the last "
                                   f"{tn.bursty_window_s / 60:.0f} min" if for_bursts else "")
                                + (f"; KV cache {p.kv_usage:.0%} full, {p.queue_depth:.0f} requests waiting for room"
-                                  if decode_full and p.role == "decode" else ""))
+                                  if decode_full and p.role == "decode" else "")
+                               + (f"; sized for ITL and throughput: TTFT {slo.ttft_p95_s:g} s is out of reach for the "
+                                  f"predicted {pool_in:.0f}-token mean prompt" if ttft_dropped else ""))
         elif want < cur:
             since = max(state.last_scale_up_s.get(p.role, -1e18), state.last_scale_down_s.get(p.role, -1e18),
                         state.extra.get("first_seen_s", obs.time_s))
@@ -347,7 +353,9 @@ def decide(obs: FleetObservation, spec: PolicySpec, profile: CapacityProfile | N
                 targets[p.role] = min(cur, t)
                 actions[p.role] = "scale_down"
                 reasons[p.role] = (f"{p.role} {cur}->{targets[p.role]}: {latency}predicted "
-                                   f"{fmt_rate(rate)} req/s needs {need:.1f} replicas")
+                                   f"{fmt_rate(rate)} req/s needs {need:.1f} replicas"
+                                   + (" (for ITL and throughput: TTFT is out of reach at these prompts)"
+                                      if ttft_dropped else ""))
         else:
             targets[p.role] = cur
             reasons[p.role] = ""
@@ -384,17 +392,50 @@ def _decode_cache_full(obs: FleetObservation, tn) -> bool:
                and _finite(p.queue_depth) and p.queue_depth >= 1 for p in obs.pools)
 
 
-def _overshoot(obs: FleetObservation, role: str, slo: SLOTargets) -> float:
-    """max(observed p95 / target) over the latencies this pool drives (0 when unknown)."""
+def _replicas_needed(profile: CapacityProfile, mode: str, role: str, rate: float, mean_in: float,
+                     mean_out: float, slo: SLOTargets, tn, k: float, scale: float) -> tuple[float, bool]:
+    """(fractional replicas the pool needs for this load, whether the TTFT target was left out). Where
+    one idle replica cannot prefill the mean prompt within the TTFT target, no replica count meets it:
+    the pool is sized for its ITL target and busy-time cap instead, rather than for maxReplicas. (The
+    overshoot rule still adds replicas when TTFT p95 rises beyond the prompts' own floor.)"""
+    need = capacity.replicas_for_load(profile, mode, rate, mean_in, mean_out, slo, tn, k, scale)[role]
+    if math.isfinite(need) or role == "decode":
+        return need, False
+    without_ttft = replace(slo, ttft_p95_s=math.inf)
+    relaxed = capacity.replicas_for_load(profile, mode, rate, mean_in, mean_out, without_ttft, tn, k, scale)[role]
+    return relaxed, math.isfinite(relaxed)
+
+
+def ttft_floor_s(obs: FleetObservation, role: str, profile: CapacityProfile, tn) -> float:
+    """The TTFT p95 that no number of replicas lowers: the p95 prompt's prefill alone on an idle
+    replica of this pool (plus its KV transfer to a decode pool). Prefill time grows with the prompt, so
+    at least 5% of requests wait this long however large the pool. 0 when the prompt p95 is unknown."""
+    tokens = obs.prompt_tokens_p95
+    if role not in ("monolithic", "prefill") or not _finite(tokens) or tokens <= 0:
+        return 0.0
+    if role == "monolithic":
+        return profile.prompt_prefill_ms(tokens, tn.chunk_tokens) / 1000
+    return (profile.prompt_prefill_ms(tokens, tn.prefill_chunk_tokens) / 1000
+            + capacity.kv_transfer_s(profile, tokens, tn.kv_transfer_bytes_per_s))
+
+
+def _overshoot(obs: FleetObservation, role: str, slo: SLOTargets, ttft_floor_s: float = 0.0) -> float:
+    """max(observed p95 / target) over the latencies this pool drives (0 when unknown). Where the
+    prompts' own prefill holds TTFT p95 above its target (`ttft_floor_s`), TTFT counts as over only
+    beyond that floor, read through vLLM's histogram buckets as the observed p95 was: replicas added for
+    the rest would not lower it, and the loop would add one every interval up to maxReplicas."""
     vals = []
     if role in ("monolithic", "decode") and _finite(obs.itl_p95_s):
         vals.append(obs.itl_p95_s / slo.itl_p95_s)
     if role in ("monolithic", "prefill") and _finite(obs.ttft_p95_s):
-        vals.append(obs.ttft_p95_s / slo.ttft_p95_s)
+        if ttft_floor_s > slo.ttft_p95_s:
+            vals.append(_bucketed_ratio(obs.ttft_p95_s, ttft_floor_s, TTFT_BUCKETS))
+        else:
+            vals.append(obs.ttft_p95_s / slo.ttft_p95_s)
     return max(vals, default=0.0)
 
 
-def _latency_words(obs: FleetObservation, role: str, slo: SLOTargets) -> str:
+def _latency_words(obs: FleetObservation, role: str, slo: SLOTargets, ttft_floor_s: float = 0.0) -> str:
     """The latency this pool drives, in words: the one furthest over its target when any is over
     (a monolithic pool drives both TTFT and ITL), else ITL for decoding pools and TTFT for prefill."""
     seen = []
@@ -406,4 +447,8 @@ def _latency_words(obs: FleetObservation, role: str, slo: SLOTargets) -> str:
         return ""
     name, value, target = max(seen, key=lambda x: x[1] / x[2]) if any(v > t for _, v, t in seen) else seen[0]
     rel = ">" if value > target else "<="
-    return f"{name} p95 {value * 1000:.0f} ms {rel} {target * 1000:.0f} ms target, "
+    floor = ""
+    if name == "TTFT" and ttft_floor_s > target:
+        floor = (f" (its floor: the p95 prompt, {fmt_rate(obs.prompt_tokens_p95)} tokens, takes "
+                 f"{ttft_floor_s * 1000:.0f} ms to prefill alone on any replica)")
+    return f"{name} p95 {value * 1000:.0f} ms {rel} {target * 1000:.0f} ms target{floor}, "

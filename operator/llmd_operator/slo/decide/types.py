@@ -53,6 +53,9 @@ class FleetObservation:
     request_rate: float | None = None     # requests/s arriving
     mean_input_tokens: float | None = None
     mean_output_tokens: float | None = None
+    # p95 prompt length of the requests that finished (vLLM's prompt-token histogram): its prefill time
+    # alone is a floor under TTFT p95 that no number of replicas lowers
+    prompt_tokens_p95: float | None = None
     ttft_p50_s: float | None = None
     ttft_p95_s: float | None = None
     itl_p50_s: float | None = None
