@@ -142,6 +142,8 @@ def test_ci_values_cover_the_interesting_cases():
     assert any(v.get("replicas", 1) > 1 for v in values), "an HA install with peering"
     assert any(v.get("prometheusRule", {}).get("enabled") for v in values), "the monitoring objects"
     assert any(v.get("crds", {}).get("enabled") is False for v in values), "CRDs managed elsewhere"
+    assert any(v.get("prometheus", {}).get("basicAuthSecret") for v in values), "Prometheus behind basic auth"
+    assert any(v.get("prometheus", {}).get("ca") for v in values), "Prometheus behind a private CA"
 
 
 @pytest.mark.parametrize("bad", [
@@ -264,6 +266,43 @@ def test_prometheus_token_secret_is_mounted(helm):
     assert "--prometheus-token-file=/var/run/secrets/prometheus/token" in ctr["args"]
     volumes = one(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]
     assert {"name": "prometheus-token", "secret": {"secretName": "prom", "items": [{"key": "token", "path": "token"}]}} in volumes
+
+
+def test_prometheus_tls_ca_basic_auth_and_headers_reach_the_operator(helm):
+    from llmd_operator.controller import command
+
+    docs = render(helm, "--set", "prometheus.url=https://mimir.monitoring:8080/prometheus",
+                  "--set", "prometheus.ca.configMap=service-ca", "--set", "prometheus.ca.key=service-ca.crt",
+                  "--set", "prometheus.basicAuthSecret.name=mimir-auth",
+                  "--set-string", "prometheus.headers.X-Scope-OrgID=team-a")
+    ctr = container(docs)
+    params = command.run.make_context("run", list(ctr["args"])).params
+    assert params["prometheus_ca_file"] == "/var/run/secrets/prometheus-ca/service-ca.crt"
+    assert params["prometheus_password_file"] == "/var/run/secrets/prometheus-basic-auth/password"
+    assert params["prometheus_headers"] == ("X-Scope-OrgID: team-a",)
+    assert {"name": "LLMD_PROMETHEUS_USERNAME",
+            "valueFrom": {"secretKeyRef": {"name": "mimir-auth", "key": "username"}}} in ctr["env"]
+    volumes = one(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "prometheus-ca", "configMap": {"name": "service-ca", "items": [
+        {"key": "service-ca.crt", "path": "service-ca.crt"}]}} in volumes
+    assert {"name": "prometheus-basic-auth", "secret": {"secretName": "mimir-auth", "items": [
+        {"key": "password", "path": "password"}]}} in volumes
+    mounts = {m["name"]: m["mountPath"] for m in ctr["volumeMounts"]}
+    assert mounts["prometheus-ca"] == "/var/run/secrets/prometheus-ca"
+    assert mounts["prometheus-basic-auth"] == "/var/run/secrets/prometheus-basic-auth"
+
+    secret_ca = render(helm, "--set", "prometheus.url=https://thanos:9091", "--set", "prometheus.ca.secret=prom-ca")
+    assert {"name": "prometheus-ca", "secret": {"secretName": "prom-ca", "items": [{"key": "ca.crt", "path": "ca.crt"}]}} \
+        in one(secret_ca, "Deployment")["spec"]["template"]["spec"]["volumes"]
+    # one CA source, one Authorization header, header names as HTTP allows them
+    assert "prometheus.ca: set configMap or secret, not both" in helm_fails(
+        helm, "--set", "prometheus.ca.configMap=a", "--set", "prometheus.ca.secret=b")
+    assert "set tokenSecret.name or basicAuthSecret.name, not both" in helm_fails(
+        helm, "--set", "prometheus.tokenSecret.name=t", "--set", "prometheus.basicAuthSecret.name=b")
+    assert "invalid propertyName 'X Scope'" in helm_fails(helm, "--set-string", "prometheus.headers.X Scope=team-a")
+    plain = container(render(helm, "--set", "prometheus.url=http://prometheus:9090"))
+    assert not any(a.startswith(("--prometheus-ca-file", "--prometheus-password-file", "--prometheus-header"))
+                   for a in plain["args"])
 
 
 def test_price_overrides_become_a_configmap(helm, tmp_path):

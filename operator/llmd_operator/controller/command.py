@@ -11,9 +11,16 @@ import click
 from ..cli_params import Duration
 from ..planning.plan import ENGINE
 from ..planning.scheduler_ref import DEFAULT_HOME_NAMESPACE
+from ..slo import prometheus_access
 from .config import CONFIG
 
 CONVENTIONS = ["karpenter", "gke", "eks", "aks", "seed"]
+
+
+class OnePerLine(click.types.StringParamType):
+    """Text whose environment variable, for a repeatable option, holds one value per line (values hold spaces)."""
+
+    envvar_list_splitter = "\n"
 
 
 @click.command(context_settings={"auto_envvar_prefix": "LLMD"})  # LLMD_<FLAG>, as under the top-level command
@@ -22,7 +29,18 @@ CONVENTIONS = ["karpenter", "gke", "eks", "aks", "seed"]
               help="Where shared InferenceSchedulers and the price ConfigMap live.")
 @click.option("--prometheus-url", envvar="PROMETHEUS_URL", default=None, help="Prometheus the SLO loop queries.")
 @click.option("--prometheus-token-file", envvar="PROMETHEUS_TOKEN_FILE", default=None,
-              help="File with a bearer token for Prometheus.")
+              help="File with a bearer token for Prometheus (e.g. a projected service-account token for OpenShift's "
+                   "thanos-querier); read again whenever it changes, so a rotated token is picked up.")
+@click.option("--prometheus-ca-file", default=None,
+              help="PEM file with the certificate authority that signed Prometheus's TLS certificate (an https:// "
+                   "URL). Default: the system's CAs.")
+@click.option("--prometheus-username", default=None,
+              help="User name for HTTP basic auth to Prometheus; the password comes from --prometheus-password-file.")
+@click.option("--prometheus-password-file", default=None,
+              help="File with the basic-auth password; read again whenever it changes.")
+@click.option("--prometheus-header", "prometheus_headers", envvar="LLMD_PROMETHEUS_HEADER", multiple=True, type=OnePerLine(),
+              help="Extra HTTP header on every query, 'Name: value' (e.g. 'X-Scope-OrgID: team-a' for Mimir, "
+                   "Cortex or Thanos tenants); repeatable (in LLMD_PROMETHEUS_HEADER: one per line).")
 @click.option("--capacity-convention", type=click.Choice(CONVENTIONS), default="karpenter", show_default=True,
               help="How the cluster labels spot and on-demand nodes.")
 @click.option("--provider", default=None, help="Price table provider (default: the catalog's).")
@@ -57,7 +75,8 @@ CONVENTIONS = ["karpenter", "gke", "eks", "aks", "seed"]
                    "up (e.g. 90s), so that a normal scale-up does not fall back. Spot nodes being drained or "
                    "deleted fall back at once, whatever this says.")
 @click.option("-v", "--verbose", is_flag=True)
-def run(namespaces, home_namespace, prometheus_url, prometheus_token_file, capacity_convention, provider,
+def run(namespaces, home_namespace, prometheus_url, prometheus_token_file, prometheus_ca_file, prometheus_username,
+        prometheus_password_file, prometheus_headers, capacity_convention, provider,
         model_server_image, price_overrides_configmap, models_configmap, metrics_port, health_port, peering, priority,
         slo_interval, metrics_window, demand_query, spot_pending_grace, verbose) -> None:
     """Run the operator: reconcile LLMDeployments and InferenceSchedulers (honours KUBECONFIG)."""
@@ -70,6 +89,19 @@ def run(namespaces, home_namespace, prometheus_url, prometheus_token_file, capac
     CONFIG.home_namespace = home_namespace
     CONFIG.prometheus_url = prometheus_url
     CONFIG.prometheus_token_file = prometheus_token_file
+    CONFIG.prometheus_ca_file = prometheus_ca_file
+    CONFIG.prometheus_username = prometheus_username
+    CONFIG.prometheus_password_file = prometheus_password_file
+    try:
+        CONFIG.prometheus_headers = tuple(prometheus_access.parse_header(h) for h in prometheus_headers)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--prometheus-header") from None
+    from ..slo.loop import prometheus_settings  # noqa: PLC0415
+
+    settings = prometheus_settings()
+    wrong = prometheus_access.problems(settings) if settings else []
+    if wrong:
+        raise click.UsageError("; ".join(wrong))
     CONFIG.capacity_convention = capacity_convention
     CONFIG.provider = provider
     CONFIG.model_server_image = model_server_image

@@ -21,6 +21,10 @@ class OperatorConfig:
     model_server_image: str = ENGINE["image"]
     prometheus_url: str | None = None
     prometheus_token_file: str | None = None
+    prometheus_ca_file: str | None = None
+    prometheus_username: str | None = None
+    prometheus_password_file: str | None = None
+    prometheus_headers: tuple[tuple[str, str], ...] = ()
     price_overrides_configmap: str | None = None
     models_configmap: str | None = None
     slo_interval_seconds: float = 10.0

@@ -19,7 +19,7 @@ from ..planning.plan import DeploymentPlan, PlanError, PlanOptions, may_be_loop_
 from ..planning.scheduler_ref import resolve_scheduler
 from ..planning.throughput import profile_format
 from ..render import labels
-from . import observe, policy_inputs
+from . import observe, policy_inputs, prometheus_access
 from .decide import PolicyState, decide, policy_name
 from .profiles import ProfileError, default_profile, parse_profile_document
 
@@ -60,16 +60,19 @@ def remembered_state(uid: str, policy: str, status_: dict) -> PolicyState:
     return PolicyState()
 
 
-def prometheus_client():
+def prometheus_settings() -> prometheus_access.PrometheusAccess | None:
+    """The operator's Prometheus settings (--prometheus-*); None without a URL."""
     if not CONFIG.prometheus_url:
         return None
-    from prometheus_api_client import PrometheusConnect  # noqa: PLC0415
+    return prometheus_access.PrometheusAccess(
+        url=CONFIG.prometheus_url, token_file=CONFIG.prometheus_token_file, ca_file=CONFIG.prometheus_ca_file,
+        username=CONFIG.prometheus_username, password_file=CONFIG.prometheus_password_file,
+        headers=CONFIG.prometheus_headers)
 
-    headers = None
-    if CONFIG.prometheus_token_file:
-        with open(CONFIG.prometheus_token_file) as token:
-            headers = {"Authorization": f"Bearer {token.read().strip()}"}
-    return PrometheusConnect(url=CONFIG.prometheus_url, headers=headers, disable_ssl=False, timeout=PROMETHEUS_TIMEOUT_S)
+
+def prometheus_client():
+    settings = prometheus_settings()
+    return prometheus_access.connect(settings, PROMETHEUS_TIMEOUT_S) if settings else None
 
 
 def managed_deployments(catalog) -> list[Managed]:
