@@ -98,14 +98,14 @@ def test_budget_binding_sets_budget_limited_with_numbers(policy):
     o = obs(rate=200.0, n=4, ttft=2.0, itl=0.2, pools=(pool(4, running=800, queue=100, util=1.0),))
     d, _ = decide(policy, o, spec(max_cost_per_hour=30.0), PROFILE, PolicyState())
     assert d.budget_limited
-    assert "30.00" in d.budget_message and "$" in d.budget_message
+    assert "> maxCostPerHour $30.00/h; holding" in d.budget_message   # the cap said once, in $/hour
     assert d.cost_per_hour <= 30.0 or d.pools[0].target == 4
 
 
 def test_max_cost_per_request_caps_scale_up_with_numbers():
     o = obs(rate=50.0, n=1, ttft=2.0, itl=0.2)
     d, _ = decide("default", o, spec(max_cost_per_request=0.0001), PROFILE, PolicyState())
-    assert d.budget_limited and "maxCostPerRequest" in d.budget_message
+    assert d.budget_limited and "maxCostPerRequest $0.0001 at 50.00 req/s ($18.00/h); holding" in d.budget_message
     assert d.cost_per_hour <= 0.0001 * 50 * 3600 + 6.88
 
 

@@ -61,13 +61,13 @@ def apply_budget(targets: dict[str, int], current: dict[str, int], obs: FleetObs
 
     spots = split(targets)
     wanted_cost = cost_per_hour(targets, spots, prices)
-    caps: list[tuple[float, str]] = []
+    caps: list[tuple[float, str]] = []   # ($/hour allowed, the constraint in words, in $/hour where it is not)
     if c.max_cost_per_hour is not None:
         caps.append((c.max_cost_per_hour, f"maxCostPerHour ${c.max_cost_per_hour:.2f}/h"))
     rate = obs.request_rate if _finite(obs.request_rate) else None
     if c.max_cost_per_request is not None and rate and rate > 0:
-        caps.append((c.max_cost_per_request * rate * 3600.0,
-                     f"maxCostPerRequest ${c.max_cost_per_request:g} at {rate:.2f} req/s"))
+        per_hour = c.max_cost_per_request * rate * 3600.0
+        caps.append((per_hour, f"maxCostPerRequest ${c.max_cost_per_request:g} at {rate:.2f} req/s (${per_hour:.2f}/h)"))
     if not caps:
         return targets, spots, ""
     cap, what = min(caps, key=lambda x: x[0])
@@ -85,8 +85,8 @@ def apply_budget(targets: dict[str, int], current: dict[str, int], obs: FleetObs
     spots = split(capped)
     got = cost_per_hour(capped, spots, prices)
     wanted = sum(targets.values())
-    msg = (f"budget limited: wanted {wanted} replicas (${wanted_cost:.2f}/h) > {what} "
-           f"(${cap:.2f}/h); holding {sum(capped.values())} (${got:.2f}/h)")
+    msg = (f"budget limited: wanted {wanted} replicas (${wanted_cost:.2f}/h) > {what}; "
+           f"holding {sum(capped.values())} (${got:.2f}/h)")
     return capped, spots, msg
 
 
