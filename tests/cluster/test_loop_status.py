@@ -79,6 +79,37 @@ def test_each_tick_builds_on_the_last_and_status_says_what_is_true_now(loop_tick
     assert set(get_json("llmd", "mem", "-n", namespace)["status"]["sloScores"]) == {"ttft_p95"}
 
 
+def test_the_loop_keeps_its_memory_in_a_configmap_the_deployment_owns_and_resumes_from_it(loop_ticks, operator,
+                                                                                           namespace):
+    from llmd_operator.slo import loop
+
+    apply(namespace, mem_deployment(TTFT_ITL))
+    wait_for(lambda: condition(get_json("llmd", "mem", "-n", namespace), "Ready").get("status") == "True", 120, "mem Ready")
+    operator.stop()  # its own loop (no Prometheus: it holds) would save its memory of `mem` meanwhile
+    try:
+        grew = loop_ticks(0, 40.0)
+        assert grew["changes"], grew
+        peak = replicas(namespace)
+        saved = get_json("configmap", "mem-slo-memory", "-n", namespace)
+        owner = saved["metadata"]["ownerReferences"][0]
+        assert (owner["kind"], owner["name"]) == ("LLMDeployment", "mem")
+        assert saved["data"]["policy"] == "default"
+        assert json.loads(saved["data"]["state.json"])["history"][-1][1] == 40.0   # the rate it saw
+        assert "policyState" not in get_json("llmd", "mem", "-n", namespace)["status"]   # status stays readable
+
+        loop.forget_all_memory()   # as after a restart, or when another replica led meanwhile
+        assert loop_ticks(30, 40.0)["changes"] == []
+        uid = get_json("llmd", "mem", "-n", namespace)["metadata"]["uid"]
+        # the next tick built on the saved memory: the load it saw 30 s ago is in its history
+        assert [rate for _, rate, _, _ in loop._memory[uid][1].history] == [40.0, 40.0]
+    finally:
+        operator.start()
+
+    kubectl("delete", "llmd", "mem", "-n", namespace)
+    wait_for(lambda: kubectl("get", "configmap", "mem-slo-memory", "-n", namespace, check=False).returncode != 0, 60,
+             "the memory ConfigMap garbage-collected with its deployment")
+
+
 def test_a_policy_timer_the_policy_dropped_is_dropped_from_status_too(operator, namespace):
     """Status is written whole per field: a key a map no longer has does not linger (a merge patch keeps it)."""
     from llmd_operator.api import llmdeployment

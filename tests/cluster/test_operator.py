@@ -280,6 +280,8 @@ def test_conditions_of_what_no_longer_applies_are_removed(operator, namespace):
              "the SLO loop's MetricsAvailable condition")
     assert f'llmd_budget_limited{{deployment="switch",namespace="{namespace}"}}' in operator.metrics()
     assert condition(llmd(namespace, "switch"), "SchedulerResolved")["reason"] == "SchedulerNotFound"
+    memory = lambda: kubectl("get", "configmap", "switch-slo-memory", "-n", namespace, check=False).returncode == 0  # noqa: E731
+    wait_for(memory, 60, "the loop's memory saved in ConfigMap switch-slo-memory")
 
     apply(namespace, static_deployment("switch", replicas=2))  # sized by its spec now, no scheduler named
     def settled():
@@ -289,6 +291,7 @@ def test_conditions_of_what_no_longer_applies_are_removed(operator, namespace):
     kinds = {c["type"] for c in obj["status"]["conditions"]}
     assert kinds.isdisjoint({"SchedulerResolved", "MetricsAvailable", "BudgetLimited", "SpotFallback"}), kinds
     assert "policyState" not in obj["status"] and "capacityProfile" not in obj["status"]
+    assert not memory()   # nor its memory: a later return to the loop starts afresh
     # nor do its loop metrics stay behind for alerts to fire on
     assert f'llmd_budget_limited{{deployment="switch",namespace="{namespace}"}}' not in operator.metrics()
 

@@ -369,19 +369,48 @@ def test_the_loop_has_a_capacity_profile_for_every_model_it_can_plan(catalog, mo
     assert profile.kv_bytes_per_token == 2 * plan.model.layers * plan.model.kv_heads * plan.model.head_dim * 2
 
 
-def test_the_loop_builds_on_the_newest_memory_of_its_policy():
-    from llmd_operator.slo import loop
+def test_the_loop_builds_on_its_own_memory_and_reads_the_saved_copy_only_without_one():
+    from llmd_operator.slo import loop, memory
     from llmd_operator.slo.decide import PolicyState
 
     mine, theirs = PolicyState(correction=1.5), PolicyState(correction=0.8)
-    saved = {"policyState": {"policy": "default", "savedAt": 1000, "state": json.loads(theirs.to_json())}}
+    reads = []
+
+    def saved():
+        reads.append(1)
+        return memory.SavedMemory(policy="default", saved_at_s=1000.0, state_json=theirs.to_json())
+
     try:
-        loop._memory["uid"] = ("default", mine, 1030.0)      # this replica ticked after the saved copy
-        assert loop.remembered_state("uid", "default", saved).correction == 1.5
-        loop._memory["uid"] = ("default", mine, 900.0)       # another replica led, and saved, since
-        assert loop.remembered_state("uid", "default", saved).correction == 0.8
+        loop._memory["uid"] = ("default", mine, 1030.0)      # this replica ticked last
+        assert loop.remembered_state("uid", "default", saved).correction == 1.5 and not reads
         assert loop.remembered_state("uid", "threshold", saved).correction == 1.0   # another policy: afresh
+        loop.forget_all_memory()                              # it leads again after another replica did
+        assert loop.remembered_state("uid", "default", saved).correction == 0.8
         loop.forget("uid")
         assert loop.remembered_state("uid", "default", saved).correction == 0.8      # after a restart
+        assert loop.remembered_state("uid", "default", lambda: None).correction == 1.0   # nothing saved
     finally:
         loop.forget("uid")
+
+
+def test_the_memory_configmap_round_trips_and_belongs_to_its_deployment():
+    from llmd_operator.controller.reconcile import owner_reference
+    from llmd_operator.slo import memory
+    from llmd_operator.slo.decide import PolicyState
+
+    body = {"metadata": {"name": "chat", "namespace": "team", "uid": "u-1"}}
+    state = PolicyState(correction=1.25, history=[[1000.0, 4.0, 900.0, 200.0]])
+    cm = memory.render(body, owner_reference(body), "default", 1796558268.0, state.to_json())
+    assert cm["metadata"]["name"] == "chat-slo-memory" and cm["metadata"]["namespace"] == "team"
+    assert cm["metadata"]["ownerReferences"][0]["uid"] == "u-1"   # goes when the deployment goes
+    assert cm["data"]["savedAt"] == "2026-12-06T11:57:48Z" and cm["data"]["policy"] == "default"
+    saved = memory.parse(cm)
+    assert saved == memory.SavedMemory("default", 1796558268.0, state.to_json())
+    assert PolicyState.from_json(saved.state_json) == state
+    assert memory.parse(None) is None
+    assert memory.parse({"data": {"policy": "default", "savedAt": "yesterday", "state.json": "{}"}}) is None
+    assert memory.parse({"data": {"policy": "default", "savedAt": "2026-12-06T11:57:48Z", "state.json": "{"}}) is None
+    # the copy earlier operator versions kept in status is still read
+    legacy = memory.from_status({"policyState": {"policy": "default", "savedAt": 1000, "state": {"correction": 0.8}}})
+    assert legacy.policy == "default" and PolicyState.from_json(legacy.state_json).correction == 0.8
+    assert memory.from_status({}) is None

@@ -118,10 +118,11 @@ def one_tick(catalog, spot_nodes, monkeypatch):
             "ttft_p95_s": 0.2, "itl_p50_s": 0.01, "itl_p95_s": 0.02, "last_sample_s": NOW}
     snapshot = observe.Snapshot(ok=True, deployment={("team", "chat"): said}, evaluated_at=NOW, window="30s")
     nodes = {"s1": _spot_node("s1", spot_nodes), "s2": _spot_node("s2", spot_nodes, taint=TAINT)}
-    scaled, written, events = [], [], []
+    scaled, written, events, saved = [], [], [], []
     monkeypatch.setattr(CONFIG, "capacity_convention", "karpenter")
     monkeypatch.setattr(loop.kube, "list_children", lambda namespace, selector: workloads)
     monkeypatch.setattr(loop.kube, "get_configmap", lambda namespace, name: None)
+    monkeypatch.setattr(loop.kube, "apply", lambda desired, live: saved.append(desired))   # the loop's memory
     monkeypatch.setattr(loop.kube, "scale", lambda namespace, name, replicas, manager: scaled.append((name, replicas)))
     monkeypatch.setattr(loop.kube, "write_status", lambda module, body, build: written.append(build({})))
     monkeypatch.setattr(loop.kube, "post_event", lambda body, type_, reason, message: events.append((reason, message)))

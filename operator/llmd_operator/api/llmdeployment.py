@@ -480,7 +480,7 @@ class LLMDeploymentStatus(ApiModel):
     slo_scores: dict[str, float] | None = None
     """Violation per objective at the last decision: (actual - target) / target, negative when met."""
     policy_state: dict[str, Any] | None = Field(default=None, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True, "type": "object"})
-    """The SLO loop's memory (history, cooldowns), so it survives operator restarts."""
+    """Where earlier versions of the operator kept the SLO loop's memory; it now lives in ConfigMap <name>-slo-memory, and the loop moves it there and clears this field."""
 
 
 class LLMDeployment(ApiModel):

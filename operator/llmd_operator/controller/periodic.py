@@ -30,6 +30,8 @@ def run_forever(peering: str | None) -> None:
             active = peering is None or active_peer(peering)
             if was_active and not active:
                 metrics.forget_all_deployments()  # another replica reconciles and reports now
+            if active and not was_active:
+                loop.forget_all_memory()  # another replica may have led meanwhile: read the saved copies
             was_active = active
             if active:
                 for result in loop.tick(prometheus, reconcile.catalog()):

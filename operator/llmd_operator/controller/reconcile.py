@@ -19,6 +19,7 @@ from ..planning.plan import DeploymentPlan, PlanError, PlanOptions, plan_deploym
 from ..planning.scheduler_ref import resolve_scheduler
 from ..render import labels, render_children
 from ..render.profiling_job import configmap_name
+from ..slo import memory as slo_memory
 from . import kube, metrics, status
 from .config import CONFIG
 
@@ -230,7 +231,10 @@ def _reconcile(body: dict) -> Outcome:
     metrics.record_pools(namespace, name, pools, cost)
 
     if not plan.sized_by_slo_loop:
-        # nothing here is sized by the SLO loop (any more): its conditions and readings no longer apply
+        # nothing here is sized by the SLO loop (any more): its conditions, readings and memory no longer apply
+        if status.find_condition(body.get("status") or {}, "MetricsAvailable"):
+            kube.delete({"apiVersion": "v1", "kind": "ConfigMap",
+                         "metadata": {"name": slo_memory.configmap_name(name), "namespace": namespace}})
         gone += LOOP_CONDITIONS
         planned.update({field_: None for field_ in LOOP_FIELDS})
         metrics.forget_loop_readings(namespace, name)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import yaml
@@ -19,19 +19,21 @@ from ..planning.plan import DeploymentPlan, PlanError, PlanOptions, may_be_loop_
 from ..planning.scheduler_ref import resolve_scheduler
 from ..planning.throughput import profile_format
 from ..render import labels
-from . import observe, policy_inputs, prometheus_access
+from . import memory, observe, policy_inputs, prometheus_access
 from .decide import PolicyState, decide, policy_name
 from .profiles import ProfileError, default_profile, parse_profile_document
 
 log = logging.getLogger("llmd_operator.slo")
-STATE_SAVE_EVERY_S = 300.0  # the policy's memory is copied to status at least this often, and on every action
+STATE_SAVE_EVERY_S = 300.0  # the policy's memory is saved (ConfigMap <name>-slo-memory) at least this often, and on every action
 # A query that hangs (Prometheus killed mid-answer, a half-open connection) fails the tick instead of
 # stopping the loop for every deployment; the tick then holds with MetricsAvailable=False.
 PROMETHEUS_TIMEOUT_S = 10
 _last_decided: dict[str, float] = {}  # uid -> when the loop last decided for it
-# uid -> (policy, its memory after the last tick). Every tick builds on the one before; status holds a copy
-# for a restarted operator or a new leader, written only now and then to keep an idle fleet free of writes.
+# uid -> (policy, its memory after the last tick). Every tick builds on the one before; ConfigMap
+# <name>-slo-memory holds a copy for a restarted operator or a new leader, written only now and then to
+# keep an idle fleet free of writes.
 _memory: dict[str, tuple[str, PolicyState, float]] = {}  # uid -> (policy, memory, its tick's time)
+_saved_at: dict[str, float] = {}  # uid -> when this process last saved its memory
 
 
 @dataclass
@@ -45,19 +47,49 @@ class Managed:
 def forget(uid: str) -> None:
     _last_decided.pop(uid, None)
     _memory.pop(uid, None)
+    _saved_at.pop(uid, None)
 
 
-def remembered_state(uid: str, policy: str, status_: dict) -> PolicyState:
-    """The policy's memory: this process's own from its last tick, unless status holds a newer copy (another
-    replica led meanwhile) or none is kept (a restart, a new leader, a changed policy); then the saved copy,
-    when it is the same policy's."""
-    saved = status_.get("policyState") or {}
+def forget_all_memory() -> None:
+    """This replica becomes the one that ticks: another may have led meanwhile, so every deployment's
+    memory is read back from its saved copy rather than from this process's older one."""
+    _memory.clear()
+    _saved_at.clear()
+
+
+def remembered_state(uid: str, policy: str, load_saved: Callable[[], memory.SavedMemory | None]) -> PolicyState:
+    """The policy's memory: this process's own from its last tick; without one (a restart, a new leader, a
+    changed policy) the saved copy (`load_saved`, read only then), when the same policy wrote it."""
     mine = _memory.get(uid)
-    if mine and mine[0] == policy and mine[2] >= float(saved.get("savedAt") or 0):
+    if mine and mine[0] == policy:
         return mine[1]
-    if saved.get("state") and saved.get("policy") in (None, policy):
-        return PolicyState.from_json(json.dumps(saved["state"]))
+    saved = load_saved()
+    if saved is not None and saved.policy in (None, policy):
+        return PolicyState.from_json(saved.state_json)
     return PolicyState()
+
+
+def saved_memory(body: dict) -> memory.SavedMemory | None:
+    """The deployment's saved memory: its ConfigMap, else the copy older releases kept in status."""
+    meta = body["metadata"]
+    return (memory.parse(kube.get_configmap(meta["namespace"], memory.configmap_name(meta["name"])))
+            or memory.from_status(body.get("status") or {}))
+
+
+def save_memory(body: dict, policy: str, state: PolicyState, now_s: float, acted: bool) -> bool:
+    """Save the memory on every action and at least every STATE_SAVE_EVERY_S; True when it was written."""
+    uid = body["metadata"]["uid"]
+    if not acted and now_s - _saved_at.get(uid, float("-inf")) < STATE_SAVE_EVERY_S:
+        return False
+    manifest = memory.render(body, reconcile.owner_reference(body), policy, now_s, state.to_json())
+    try:
+        kube.apply(manifest, None)
+    except Exception as error:  # noqa: BLE001 (the decision stands; the next tick tries again)
+        log.warning("could not save the SLO loop's memory of %s/%s in ConfigMap %s: %s", body["metadata"]["namespace"],
+                    body["metadata"]["name"], manifest["metadata"]["name"], error)
+        return False
+    _saved_at[uid] = now_s
+    return True
 
 
 def prometheus_settings() -> prometheus_access.PrometheusAccess | None:
@@ -243,7 +275,7 @@ def _decide_and_act(item: Managed, snapshot, objective_values: dict[str, float],
                                       objective_values, demand)
     profile, profile_note = capacity_profile(item)
     uid = meta["uid"]
-    state = remembered_state(uid, policy_name(algorithm), old_status)
+    state = remembered_state(uid, policy_name(algorithm), lambda: saved_memory(item.body))
     decision, state = decide(algorithm, fleet, spec, profile, state)
     _memory[uid] = (decision.policy, state, now_s)
     serving = policy_inputs.serving_spot_pods(pods, nodes) if strategy == "graceful_migration" else None
@@ -321,12 +353,14 @@ def _record(item: Managed, decision, state, changes, spot_ok, spot_why, snapshot
         decided["lastDecision"] = {"time": status.now(), "pool": ", ".join(changes), "fromReplicas": _total(decision, "current"),
                                    "toReplicas": _total(decision, "target"), "reason": decision.reason[:1000]}
 
+    saved = save_memory(item.body, decision.policy, state, now_s, bool(changes))
+
     def loop_status(current: dict) -> dict:
         new = {**decided, "conditions": status.merge_conditions(current.get("conditions"), conditions)}
-        saved = current.get("policyState") or {}
-        if changes or now_s - float(saved.get("savedAt", 0)) >= STATE_SAVE_EVERY_S:
-            new["policyState"] = {"policy": decision.policy, "savedAt": int(now_s), "state": json.loads(state.to_json())}
-        return {k: v for k, v in new.items() if v is not None}
+        new = {k: v for k, v in new.items() if v is not None}
+        if saved and "policyState" in current:
+            new["policyState"] = None   # older releases kept the memory here; its ConfigMap holds it now
+        return new
 
     kube.write_status(llmdeployment, item.body, loop_status)
     metrics.record_readings(namespace, name, dict(decision.slo_scores), decision.budget_limited, not metrics_missing)
