@@ -366,6 +366,7 @@ def test_the_loop_has_a_capacity_profile_for_every_model_it_can_plan(catalog, mo
     profile, note = loop.capacity_profile(loop.Managed(body, deployment, None, plan))
     assert profile is not None, note
     assert profile.model == model["name"] and note.startswith("built-in: derived")
+    assert len(note) <= 170 and note.endswith(" ...") and profile.source.startswith(note[len("built-in: "):-4])
     assert profile.kv_bytes_per_token == 2 * plan.model.layers * plan.model.kv_heads * plan.model.head_dim * 2
 
 

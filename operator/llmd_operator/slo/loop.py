@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import textwrap
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -145,7 +146,7 @@ def capacity_profile(managed: Managed):
         try:
             formats = parse_profile_document(yaml.safe_load(found["data"]["profile.yaml"]), name)
             chosen = formats.get(_format(plan)) or next(iter(formats.values()))
-            return chosen, f"ConfigMap {name} ({chosen.source[:80]})"
+            return chosen, f"ConfigMap {name} ({_shortened(chosen.source, 100)})"
         except Exception as error:  # noqa: BLE001 (a broken user profile must not stop the loop)
             log.warning("ignoring %s/%s: %s", meta["namespace"], name, error)
     try:
@@ -153,7 +154,12 @@ def capacity_profile(managed: Managed):
                                   architecture=plan.model)
     except ProfileError as error:
         return None, f"none: {error}; measure one with `llmd-operator profile`"[:300]
-    return profile, f"built-in: {profile.source[:120]}"
+    return profile, f"built-in: {_shortened(profile.source, 160)}"
+
+
+def _shortened(text: str, width: int) -> str:
+    """At most `width` characters, cut between words and marked, so status never ends mid-word."""
+    return textwrap.shorten(text, width, placeholder=" ...")
 
 
 def _format(plan: DeploymentPlan) -> str:
