@@ -38,9 +38,10 @@ def _pod(name: str, node: str | None = None, unschedulable_s_ago: float | None =
     return pod
 
 
-def _spot_node(name: str, expressions: list[dict], taint: str | None = None, deleted: bool = False) -> dict:
+def _spot_node(name: str, expressions: list[dict], taint: str | None = None, deleted: bool = False,
+               gpus: int = 0) -> dict:
     node = {"metadata": {"name": name, "labels": {e["key"]: e["values"][0] for e in expressions if e["operator"] == "In"}},
-            "spec": {}}
+            "spec": {}, "status": {"allocatable": {"nvidia.com/gpu": str(gpus)}}}
     if taint:
         node["spec"]["taints"] = [{"key": taint, "effect": "NoSchedule"}]
     if deleted:
@@ -117,7 +118,7 @@ def one_tick(catalog, spot_nodes, monkeypatch):
     said = {"request_rate": 4.0, "mean_input_tokens": 1000.0, "mean_output_tokens": 200.0, "ttft_p50_s": 0.1,
             "ttft_p95_s": 0.2, "itl_p50_s": 0.01, "itl_p95_s": 0.02, "last_sample_s": NOW}
     snapshot = observe.Snapshot(ok=True, deployment={("team", "chat"): said}, evaluated_at=NOW, window="30s")
-    nodes = {"s1": _spot_node("s1", spot_nodes), "s2": _spot_node("s2", spot_nodes, taint=TAINT)}
+    nodes = {"s1": _spot_node("s1", spot_nodes, gpus=8), "s2": _spot_node("s2", spot_nodes, taint=TAINT, gpus=8)}
     scaled, written, events, saved = [], [], [], []
     monkeypatch.setattr(CONFIG, "capacity_convention", "karpenter")
     monkeypatch.setattr(loop.kube, "list_children", lambda namespace, selector: workloads)
@@ -127,11 +128,16 @@ def one_tick(catalog, spot_nodes, monkeypatch):
     monkeypatch.setattr(loop.kube, "write_status", lambda module, body, build: written.append(build({})))
     monkeypatch.setattr(loop.kube, "post_event", lambda body, type_, reason, message: events.append((reason, message)))
 
-    def tick(pods: list[dict], fallback_strategy: str | None = None):
-        item.scheduler = None if fallback_strategy is None else InferenceScheduler.model_validate(
+    def tick(pods: list[dict], fallback_strategy: str | None = None, migration: str | None = None,
+             on_s1: list[dict] = ()):
+        policy = {"fallbackStrategy": fallback_strategy or "graceful_migration"}
+        if migration:
+            policy["interruption"] = {"migrationPolicy": migration}
+        item.scheduler = None if fallback_strategy is None and migration is None else InferenceScheduler.model_validate(
             {"metadata": {"name": "shared", "namespace": "team"},
-             "spec": {"costOptimization": {"spotInstancePolicy": {"fallbackStrategy": fallback_strategy}}}})
+             "spec": {"costOptimization": {"spotInstancePolicy": policy}}})
         monkeypatch.setattr(loop.kube, "list_pods", lambda namespace, selector: pods)
+        monkeypatch.setattr(loop.kube, "pods_on_node", lambda node: list(on_s1) if node == "s1" else [])
         loop._decide_and_act(item, snapshot, {}, 0.0, nodes, NOW, catalog)
         return scaled, written[-1], events
 
@@ -213,3 +219,72 @@ def test_serving_spot_pods_are_ready_ones_on_existing_nodes():
     serving = [_pod("a", node="s1"), _pod("b", node="s2")]
     nodes = {"s1": {}, "s2": {}}
     assert policy_inputs.serving_spot_pods([pending, orphaned, not_ready, on_demand, *serving], nodes) == {"monolithic": 2}
+
+
+# ------------------------------------------------------------------------------ migrationPolicy ---
+
+def _gpu_pod(gpus: int, phase: str = "Running") -> dict:
+    return {"metadata": {"name": "other"}, "spec": {"containers": [{"resources": {"requests": {"nvidia.com/gpu": str(gpus)}}}]},
+            "status": {"phase": phase}}
+
+
+def test_free_gpus_are_the_allocatable_less_what_unfinished_pods_request(spot_nodes):
+    node = _spot_node("s1", spot_nodes, gpus=8)
+    assert policy_inputs.free_gpus(node, []) == 8
+    assert policy_inputs.free_gpus(node, [_gpu_pod(2), _gpu_pod(4, "Pending"), _gpu_pod(4, "Succeeded")]) == 2
+
+
+@pytest.mark.parametrize("free, needs, fit", [
+    ([8], [1, 1, 1], True),
+    ([1, 1, 1], [1, 1, 1], True),
+    ([2, 2], [4], False),            # a replica's GPUs sit on one node
+    ([4, 2], [2, 4], True),          # largest first
+    ([1, 1], [1, 1, 1], False),
+    ([], [1], False),
+])
+def test_replicas_fit_on_free_gpus_one_node_each(free, needs, fit):
+    assert policy_inputs.fits(free, needs) is fit
+
+
+def test_displaced_spot_pods_are_those_on_nodes_going_away(spot_nodes):
+    nodes = {"s1": _spot_node("s1", spot_nodes), "s2": _spot_node("s2", spot_nodes, taint=TAINT),
+             "s3": _spot_node("s3", spot_nodes, deleted=True)}
+    pods = [_pod("a", node="s1"), _pod("b", node="s2"), _pod("c", node="s3"), _pod("d", node="gone"),
+            _pod("e", unschedulable_s_ago=5)]
+    displaced, why = policy_inputs.displaced_spot_pods(pods, nodes, [TAINT])
+    assert [p["metadata"]["name"] for p in displaced] == ["b", "c", "d"]
+    assert why == f"spot node s2 is being drained ({TAINT})"
+
+
+def test_without_an_interruption_block_replicas_go_to_on_demand(one_tick):
+    scaled, status, _ = one_tick(_serving_on_draining_node(), "graceful_migration")
+    assert scaled == [("chat-on-demand", 4)] and _spot_fallback(status)["status"] == "True"
+
+
+def test_cost_aware_moves_the_replicas_to_spot_nodes_with_room_ordering_them_before_the_drain(one_tick):
+    scaled, status, events = one_tick(_serving_on_draining_node(), migration="cost_aware")
+    # the three serving on the draining node are ordered again on spot (s1 has 8 free GPUs); none on-demand
+    assert scaled == [("chat-spot", 6)]
+    fallback = _spot_fallback(status)
+    assert (fallback["status"], fallback["reason"]) == ("False", "SpotMigration")
+    assert fallback["message"] == (f"spot node s2 is being drained ({TAINT}); its 3 spot replica(s) move to other "
+                                   "spot nodes, whose free GPUs hold them (migrationPolicy cost_aware)")
+    assert [reason for reason, _ in events] == ["Scaled", "SpotMigration"]
+
+
+def test_cost_aware_goes_to_on_demand_when_the_other_spot_nodes_lack_room(one_tick):
+    scaled, status, _ = one_tick(_serving_on_draining_node(), migration="cost_aware", on_s1=[_gpu_pod(6)])
+    assert scaled == [("chat-on-demand", 4)]      # 2 free GPUs for 3 replicas: the cheapest with room
+    assert _spot_fallback(status)["status"] == "True"
+
+
+def test_same_capacity_stays_on_spot_without_visible_room(one_tick):
+    scaled, status, _ = one_tick(_serving_on_draining_node(), migration="same_capacity", on_s1=[_gpu_pod(8)])
+    assert scaled == [("chat-spot", 6)]
+    assert _spot_fallback(status)["reason"] == "SpotMigration"
+
+
+def test_an_unschedulable_spot_pod_still_falls_back_whatever_the_migration_policy(one_tick):
+    pods = _serving_on_draining_node() + [_pod("chat-spot-new", unschedulable_s_ago=1)]
+    scaled, status, _ = one_tick(pods, migration="same_capacity")
+    assert ("chat-on-demand", 4) in scaled and _spot_fallback(status)["status"] == "True"

@@ -91,8 +91,8 @@ class Interruption(ApiModel):
 
     drain_timeout: Duration = "60s"
     """Grace period for in-flight requests on an interrupted replica (pod terminationGracePeriodSeconds)."""
-    migration_policy: Literal["cost_aware", "same_capacity", "on_demand"] = "cost_aware"
-    """Where replacements go: cost_aware (cheapest capacity with room), same_capacity, or on_demand."""
+    migration_policy: Literal["cost_aware", "same_capacity", "on_demand"] = "on_demand"
+    """Where the replicas of a drained or deleted spot node go: on_demand (on-demand replacements, as fallbackStrategy says); cost_aware (the cheapest capacity with room: other spot nodes of the pool's GPU when their free GPUs hold every displaced replica, else on-demand); same_capacity (other spot nodes whether or not they show room now, for a node provisioner to add one; replicas that stay Unschedulable then fall back as fallbackStrategy says)."""
 
 
 class SpotInstancePolicy(ApiModel):

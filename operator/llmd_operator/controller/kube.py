@@ -112,6 +112,11 @@ def list_children(namespace: str, selector: dict[str, str], profiling: bool = Fa
     return found
 
 
+def pods_on_node(node: str) -> list[dict]:
+    """Every pod bound to a node, in any namespace (what its GPUs are requested by)."""
+    return list_raw("v1", "Pod", field_selector=f"spec.nodeName={node}")
+
+
 def list_pods(namespace: str, selector: dict[str, str]) -> list[dict]:
     label_selector = ",".join(f"{k}={v}" for k, v in selector.items())
     return list_raw("v1", "Pod", namespace=namespace, label_selector=label_selector)

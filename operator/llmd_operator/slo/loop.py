@@ -266,13 +266,21 @@ def _decide_and_act(item: Managed, snapshot, objective_values: dict[str, float],
     from ..render.placement import node_affinity_terms  # noqa: PLC0415
 
     spot_ok, spot_why = None, ""  # None: a deployment that never runs on spot has nothing to fall back from
+    migrating, surge = "", {}     # migrationPolicy: replicas of spot nodes going away move to other spot nodes
     if any(p.spot.max_spot_ratio > 0 for p in item.plan.pools):
         spot_nodes = node_affinity_terms(catalog, CONFIG.capacity_convention, item.plan.gpu.product, "spot")
-        spot_ok, spot_why = policy_inputs.spot_health(pods, nodes, catalog.conventions["interruption_taints"], now_s,
+        taints = catalog.conventions["interruption_taints"]
+        spot_ok, spot_why = policy_inputs.spot_health(pods, nodes, taints, now_s,
                                                       pending_grace_s=CONFIG.spot_pending_grace_seconds,
                                                       spot_node_expressions=spot_nodes)
+        if spot_ok is False:
+            migrating, surge = _spot_migration(item, pods, nodes, spot_nodes, taints, now_s)
+            spot_ok = bool(migrating)
         spot_ok, spot_why = policy_inputs.spot_in_force(spot_ok, spot_why,
                                                         status.find_condition(old_status, "SpotFallback"), now_s)
+        if not spot_ok:   # a fallback still in force: the replicas stay on-demand
+            migrating, surge = "", {}
+        spot_why = migrating or spot_why
     strategy = policy_inputs.fallback_strategy(item.scheduler)
     # fallbackStrategy none: the replicas wait on spot for it to return; the condition still says spot is gone
     spot_for_sizing = spot_ok is not False or strategy == "none"
@@ -285,18 +293,55 @@ def _decide_and_act(item: Managed, snapshot, objective_values: dict[str, float],
     decision, state = decide(algorithm, fleet, spec, profile, state)
     _memory[uid] = (decision.policy, state, now_s)
     serving = policy_inputs.serving_spot_pods(pods, nodes) if strategy == "graceful_migration" else None
-    changes = _actuate(namespace, name, decision, workloads, serving)
+    changes = _actuate(namespace, name, decision, workloads, serving,
+                       surge if strategy == "graceful_migration" else None)
     _record(item, decision, state, changes, spot_ok, spot_why, snapshot, profile_note, now_s, old_status, interval,
-            strategy)
+            strategy, bool(migrating))
     return {"deployment": f"{namespace}/{name}", "policy": policy_name(algorithm), "changes": changes,
             "reason": decision.reason, "held": decision.held_for_missing_metrics}
 
 
+def _spot_migration(item: Managed, pods: list[dict], nodes: dict[str, dict], spot_nodes: list[dict],
+                    taints: list[str], now_s: float) -> tuple[str, dict[str, int]]:
+    """migrationPolicy cost_aware or same_capacity, when spot is unusable only because spot pods' nodes are
+    going away: whether their replicas move to other spot nodes instead of on-demand (cost_aware: only when
+    those nodes' free GPUs hold every one of them). Returns the words for SpotFallback, and per pool the
+    replicas still serving on those nodes, to order again on spot before they are evicted; ('', {}) when
+    the replicas go to on-demand."""
+    migration = policy_inputs.migration_policy(item.scheduler)
+    if migration == "on_demand":
+        return "", {}
+    displaced, going = policy_inputs.displaced_spot_pods(pods, nodes, taints)
+    staying = [p for p in pods if p not in displaced]
+    usable_elsewhere, _ = policy_inputs.spot_health(staying, nodes, taints, now_s,
+                                                    pending_grace_s=CONFIG.spot_pending_grace_seconds,
+                                                    spot_node_expressions=spot_nodes)
+    if not displaced or not usable_elsewhere:
+        return "", {}
+    if migration == "cost_aware":
+        gpus = {p.role: p.gpus_per_replica for p in item.plan.pools}
+        needs = [gpus.get(p["metadata"]["labels"].get(labels.ROLE_LABEL, "monolithic"), 1) for p in displaced]
+        try:
+            free = [policy_inputs.free_gpus(n, kube.pods_on_node(n["metadata"]["name"]))
+                    for n in policy_inputs.usable_spot_nodes(nodes, spot_nodes, taints)]
+        except Exception as error:  # noqa: BLE001 (a namespaced install may not list other namespaces' pods)
+            log.warning("migrationPolicy cost_aware: cannot tell the spot nodes' free GPUs (%s); on-demand it is", error)
+            return "", {}
+        if not policy_inputs.fits(free, needs):
+            return "", {}
+        where = "to other spot nodes, whose free GPUs hold them"
+    else:
+        where = "to other spot nodes"
+    return (f"{going}; its {len(displaced)} spot replica(s) move {where} (migrationPolicy {migration})",
+            policy_inputs.serving_spot_pods(displaced, nodes))
+
+
 def _actuate(namespace: str, name: str, decision, workloads: list[dict],
-             serving_spot: dict[str, int] | None = None) -> list[str]:
+             serving_spot: dict[str, int] | None = None, spot_surge: dict[str, int] | None = None) -> list[str]:
     """Scale the pool Deployments to the decision's split, through the scale subresource; only what differs.
     `serving_spot` (graceful migration): spot pods per role still serving, kept until ready on-demand
-    replicas replace them."""
+    replicas replace them. `spot_surge` (graceful migration to other spot nodes): spot replicas per role
+    still serving on a node going away, ordered again on spot; the surge ends as those are evicted."""
     if decision.held_for_missing_metrics:
         return []
     by_name = {w["metadata"]["name"]: w for w in workloads}
@@ -306,6 +351,8 @@ def _actuate(namespace: str, name: str, decision, workloads: list[dict],
         spot_name = labels.workload_name(name, pool.role, "spot")
         if spot_name not in by_name:  # no spot Deployment for this pool: everything on-demand
             wanted = {"spot": 0, "on-demand": pool.target}
+        elif spot_surge:
+            wanted["spot"] += spot_surge.get(pool.role, 0)
         on_demand = by_name.get(labels.workload_name(name, pool.role, "on-demand"))
         if serving_spot is not None and spot_name in by_name and on_demand is not None:
             wanted["spot"] = policy_inputs.spot_kept_while_migrating(
@@ -329,7 +376,7 @@ def _actuate(namespace: str, name: str, decision, workloads: list[dict],
 
 
 def _record(item: Managed, decision, state, changes, spot_ok, spot_why, snapshot, profile_note, now_s, old_status,
-            interval: float, strategy: str = "graceful_migration"):
+            interval: float, strategy: str = "graceful_migration", migrating: bool = False):
     meta = item.body["metadata"]
     namespace, name, generation = meta["namespace"], meta["name"], meta.get("generation")
     conditions = []
@@ -351,6 +398,8 @@ def _record(item: Managed, decision, state, changes, spot_ok, spot_why, snapshot
         conditions.append(status.condition("SpotFallback", False, "WaitingForSpot",
                                            f"spot capacity is unusable ({spot_why}); fallbackStrategy none keeps the "
                                            f"replicas on spot until it returns", generation))
+    elif migrating:
+        conditions.append(status.condition("SpotFallback", False, "SpotMigration", spot_why, generation))
     else:
         conditions.append(status.condition("SpotFallback", not spot_ok, "SpotUnavailable" if not spot_ok else "SpotAvailable",
                                            spot_why or "spot capacity is usable", generation))
@@ -377,6 +426,8 @@ def _record(item: Managed, decision, state, changes, spot_ok, spot_why, snapshot
         kube.post_event(item.body, "Normal", "Scaled", f"{decision.reason} (Deployments: {split})" if decision.reason
                         else f"capacity-type split changed: {split}")
     before = status.find_condition(old_status, "SpotFallback")
+    if migrating and before.get("reason") != "SpotMigration":
+        kube.post_event(item.body, "Normal", "SpotMigration", spot_why)
     if spot_ok is False and strategy == "none":
         if before.get("reason") != "WaitingForSpot":
             kube.post_event(item.body, "Warning", "SpotUnavailable", f"{spot_why}; fallbackStrategy none: waiting for spot")

@@ -16,6 +16,8 @@ from .decide import (Constraints, FleetObservation, Objective, PolicySpec, PoolO
 from .decide.types import SEED_SCALE_DOWN, SEED_SCALE_UP
 from .observe import Snapshot
 
+GPU_RESOURCE = "nvidia.com/gpu"
+
 SCALE_TO_ZERO = "cost-optimization.llm-d.io/scale-to-zero"
 MAX_IDLE_MINUTES = "cost-optimization.llm-d.io/max-idle-minutes"
 DEFAULT_IDLE_S = 300.0
@@ -224,6 +226,57 @@ def fallback_strategy(scheduler: InferenceScheduler | None) -> str:
     """The scheduler's spotInstancePolicy.fallbackStrategy; its default (graceful_migration) without one."""
     policy = scheduler_spot_policy(scheduler.spec if scheduler else None)
     return policy.fallback_strategy if policy else "graceful_migration"
+
+
+def migration_policy(scheduler: InferenceScheduler | None) -> str:
+    """The scheduler's spotInstancePolicy.interruption.migrationPolicy; on_demand without one."""
+    policy = scheduler_spot_policy(scheduler.spec if scheduler else None)
+    return policy.interruption.migration_policy if policy and policy.interruption else "on_demand"
+
+
+def displaced_spot_pods(pods: list[dict], nodes: dict[str, dict], interruption_taints: list[str]) -> tuple[list[dict], str]:
+    """Spot pods whose node is being drained, being deleted or gone, and the first such reason in words."""
+    displaced, why = [], ""
+    for pod in pods:
+        node_name = pod["spec"].get("nodeName")
+        if pod["metadata"].get("labels", {}).get(labels.CAPACITY_LABEL) != "spot" or not node_name:
+            continue
+        node = nodes.get(node_name)
+        going = "is gone" if node is None else _draining(node, interruption_taints)
+        if going:
+            displaced.append(pod)
+            why = why or f"spot node {node_name} {going}"
+    return displaced, why
+
+
+def free_gpus(node: dict, pods_on_node: list[dict]) -> int:
+    """A node's allocatable nvidia.com/gpu less what the pods bound to it that have not finished request."""
+    allocatable = int(((node.get("status") or {}).get("allocatable") or {}).get(GPU_RESOURCE, 0))
+    used = 0
+    for pod in pods_on_node:
+        if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            continue
+        for container in pod["spec"].get("containers") or []:
+            used += int(((container.get("resources") or {}).get("requests") or {}).get(GPU_RESOURCE, 0))
+    return allocatable - used
+
+
+def fits(free_per_node: list[int], gpus_per_replica: list[int]) -> bool:
+    """Whether replicas of these GPU counts fit on nodes with this many free GPUs (first fit, largest first:
+    a replica's GPUs must sit on one node)."""
+    free = sorted(free_per_node, reverse=True)
+    for need in sorted(gpus_per_replica, reverse=True):
+        slot = next((i for i, f in enumerate(free) if f >= need), None)
+        if slot is None:
+            return False
+        free[slot] -= need
+    return True
+
+
+def usable_spot_nodes(nodes: dict[str, dict], spot_node_expressions: list[dict], interruption_taints: list[str]) -> list[dict]:
+    """Spot nodes for the pool's GPU that are not going away."""
+    return [n for n in nodes.values() if node_matches(n["metadata"].get("labels") or {}, spot_node_expressions)
+            and _draining(n, interruption_taints) is None]
 
 
 def serving_spot_pods(pods: list[dict], nodes: dict[str, dict]) -> dict[str, int]:
