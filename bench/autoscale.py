@@ -99,6 +99,8 @@ def check_targets(rows: list[dict]) -> dict:
         and all(ours["gpu_hours"] < r["gpu_hours"] for r in others_99),
         "vs_oracle": round(ours["gpu_hours"] / orc["gpu_hours"], 3) if orc else None,
         "vs_static_peak": round(ours["gpu_hours"] / peak["gpu_hours"], 3) if peak else None,
+        # what the oracle (the fewest replicas that meet the SLO, knowing the future) spends against static-peak
+        "oracle_vs_static_peak": round(orc["gpu_hours"] / peak["gpu_hours"], 3) if orc and peak else None,
     }
     return out
 
@@ -194,19 +196,22 @@ def render_table(results: list[dict]) -> str:
     lines.append(f"After warm-up: attainment of the requests arriving after the first {warmup_min:g} minutes "
                  "(none in shorter runs).")
     lines.append("")
-    lines.append("| trace | rate | ours/oracle | ours/static-peak | >=99% | ceiling | >=99% of attainable | "
-                 "<=1.15x oracle | <=0.6x static-peak | fewest of those >=99% |")
-    lines.append("|---|---|---:|---:|---|---:|---|---|---|---|")
+    lines.append("| trace | rate | ours/oracle | ours/static-peak | oracle/static-peak | >=99% | ceiling | "
+                 ">=99% of attainable | <=1.15x oracle | <=0.6x static-peak | fewest of those >=99% |")
+    lines.append("|---|---|---:|---:|---:|---|---:|---|---|---|---|")
     for r in results:
         t = r["targets"]
         if t:
             lines.append(f"| {r['trace'].split('.')[0]} | x{r['rate_multiplier']:g} {r['rate_mode']} | {t['vs_oracle']} | "
-                         f"{t['vs_static_peak']} | {yn(t['attainment>=0.99'])} | {_share(t['attainable_share'])} | "
+                         f"{t['vs_static_peak']} | {t['oracle_vs_static_peak']} | {yn(t['attainment>=0.99'])} | "
+                         f"{_share(t['attainable_share'])} | "
                          f"{yn(t['attainment_of_attainable>=0.99'])} | {yn(t['gpu_h<=1.15x_oracle'])} | "
                          f"{yn(t['gpu_h<=0.6x_static_peak'])} | {yn(t['fewest_gpu_h_of_policies_at_99'])} |")
     lines.append("")
     lines.append("Ceiling: share of the requests whose prompt alone, on idle replicas, meets the TTFT target; no "
-                 "fleet serves the others in time. \">=99% of attainable\" scores ours on those requests only.")
+                 "fleet serves the others in time. \">=99% of attainable\" scores ours on those requests only. "
+                 "oracle/static-peak: the fewest GPU-hours that meet the SLO, knowing the future, against "
+                 "static-peak's; where it is above 0.6, even the oracle misses \"<=0.6x static-peak\" on that run.")
     return "\n".join(lines)
 
 
