@@ -175,9 +175,9 @@ def spot_health(pods: list[dict], nodes: dict[str, dict], interruption_taints: l
     going away, at once; a spot pod unschedulable once it has waited `pending_grace_s` (--spot-pending-grace:
     the time a node provisioner takes to add a spot node; 0, the default, falls back at the first sight)."""
     if spot_node_expressions is not None:
-        candidates = [n for n in nodes.values() if node_matches(n["metadata"].get("labels") or {}, spot_node_expressions)]
-        usable = [n for n in candidates if _draining(n, interruption_taints) is None]
-        if not usable:
+        if not usable_spot_nodes(nodes, spot_node_expressions, interruption_taints):
+            candidates = [n for n in nodes.values()
+                          if node_matches(n["metadata"].get("labels") or {}, spot_node_expressions)]
             reasons = sorted({f"{n['metadata']['name']} {_draining(n, interruption_taints)}" for n in candidates})
             return False, ("no schedulable spot node for this GPU" + (": " + "; ".join(reasons[:3]) if reasons else ""))
     for pod in pods:

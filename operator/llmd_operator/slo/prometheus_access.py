@@ -108,5 +108,5 @@ def connect(access: PrometheusAccess, timeout_s: float):
     """A prometheus_api_client.PrometheusConnect with these settings."""
     from prometheus_api_client import PrometheusConnect  # noqa: PLC0415
 
-    return PrometheusConnect(url=access.url, session=session(access), headers=dict(access.headers),
-                             auth=auth(access), timeout=timeout_s)
+    # the session carries the CA and the extra headers; auth is passed per request, as the client does
+    return PrometheusConnect(url=access.url, session=session(access), auth=auth(access), timeout=timeout_s)
